@@ -1,0 +1,209 @@
+"""MNIST-format datasets: a strict IDX reader, checksum verification, batching and augmentation.
+
+Any directory holding the four IDX files (gzipped or not) works: MNIST, Fashion-MNIST, EMNIST digits.
+When the directory has a SHA256SUMS manifest (the bundled copy does), every file it lists is verified.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgevit.errors import EdgeViTError
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
+DATA_ENV = "EDGEVIT_DATA"
+MANIFEST = "SHA256SUMS"
+GZIP_MAGIC = b"\x1f\x8b"
+
+# IDX type codes (third magic byte) and the big-endian numpy dtype each stores.
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+IMAGES_NDIM, LABELS_NDIM = 3, 1
+
+# Augmentation: a small random affine, the range handwriting varies within.
+MAX_ROTATE_DEG = 10.0
+MAX_SHIFT_PX = 2.0
+SCALE_RANGE = (0.9, 1.1)
+MAX_SHEAR_DEG = 5.0
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # (N, H, W) uint8, white ink on black
+    labels: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train: Split
+    test: Split
+    source: Path
+
+    def pixel_stats(self) -> tuple[float, float]:
+        """Mean and std of training pixels on [0, 1]: the normalisation the model is trained with."""
+        x = self.train.images.astype(np.float64) / 255.0
+        return float(x.mean()), float(x.std())
+
+
+def parse_idx(raw: bytes, name: str) -> np.ndarray:
+    """Decode one uncompressed IDX file; any deviation from the format is an error naming `name`."""
+    if len(raw) < 4:
+        raise EdgeViTError(f"{name}: truncated IDX file ({len(raw)} bytes, the header alone needs 4)")
+    if raw[0:2] != b"\x00\x00" or raw[2] not in IDX_DTYPES:
+        raise EdgeViTError(f"{name}: not an IDX file (magic {raw[:4].hex()}, expected 0000 then a type code)")
+    dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise EdgeViTError(f"{name}: truncated IDX header ({ndim} dimensions need {header} bytes, file has {len(raw)})")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(raw) < expected:
+        raise EdgeViTError(f"{name}: truncated IDX data (dims {dims} need {expected} bytes, file has {len(raw)})")
+    if len(raw) > expected:
+        raise EdgeViTError(f"{name}: oversized IDX file ({len(raw) - expected} bytes after the data that dims {dims} declare)")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file, gunzipping it when it starts with the gzip magic (whatever its name)."""
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == GZIP_MAGIC:
+            raw = gzip.decompress(raw)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise EdgeViTError(f"{path}: corrupt gzip stream ({e})") from None
+    except OSError as e:
+        raise EdgeViTError(f"{path}: cannot read ({e.strerror})") from None
+    return parse_idx(raw, str(path))
+
+
+def verify_manifest(directory: Path) -> None:
+    """Check every file SHA256SUMS lists; a mismatch means the data is not what was shipped."""
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        return
+    for line in manifest.read_text().splitlines():
+        if not line.strip():
+            continue
+        digest, _, fname = line.partition("  ")
+        path = directory / fname.strip()
+        if not path.is_file():
+            raise EdgeViTError(f"{path}: listed in {manifest} but missing")
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual != digest.strip():
+            raise EdgeViTError(f"{path}: sha256 {actual[:16]}... does not match {manifest} ({digest[:16]}...)")
+
+
+def _find(directory: Path, splits: tuple[str, ...], kind: str, ndim: int) -> Path:
+    # Official names (train-images-idx3-ubyte), the dotted variant (train-images.idx3-ubyte) and
+    # EMNIST's prefixed ones (emnist-digits-train-images-idx3-ubyte), each optionally .gz.
+    pattern = re.compile(rf"^(?:.*-)?(?:{'|'.join(splits)})-{kind}[.-]idx{ndim}-ubyte(?:\.gz)?$")
+    found = sorted(p for p in directory.iterdir() if pattern.match(p.name))
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)} candidate"
+        raise EdgeViTError(
+            f"{directory}: {what} {splits[0]}-{kind}-idx{ndim}-ubyte[.gz] file"
+            + (f" ({', '.join(p.name for p in found)})" if found else "")
+        )
+    return found[0]
+
+
+def _load_split(directory: Path, splits: tuple[str, ...]) -> Split:
+    images_path = _find(directory, splits, "images", IMAGES_NDIM)
+    labels_path = _find(directory, splits, "labels", LABELS_NDIM)
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != IMAGES_NDIM or images.dtype != np.uint8:
+        raise EdgeViTError(f"{images_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
+    if labels.ndim != LABELS_NDIM or labels.dtype != np.uint8:
+        raise EdgeViTError(f"{labels_path}: expected uint8 labels (N,), got {labels.dtype} {labels.shape}")
+    if len(images) != len(labels):
+        raise EdgeViTError(f"{directory}: {len(images)} images but {len(labels)} labels in the {splits[0]} split")
+    if images_path.name.startswith("emnist"):
+        images = images.transpose(0, 2, 1)  # EMNIST stores each image transposed relative to MNIST
+    return Split(np.ascontiguousarray(images), labels.astype(np.int64))
+
+
+def resolve_data_dir(directory: str | os.PathLike | None = None) -> Path:
+    """--data beats $EDGEVIT_DATA beats the bundled MNIST."""
+    chosen = Path(directory or os.environ.get(DATA_ENV) or BUNDLED_DIR)
+    if not chosen.is_dir():
+        raise EdgeViTError(f"{chosen}: data directory not found")
+    return chosen
+
+
+def load_dataset(directory: str | os.PathLike | None = None, num_classes: int = 10) -> Dataset:
+    path = resolve_data_dir(directory)
+    verify_manifest(path)
+    train, test = _load_split(path, ("train",)), _load_split(path, ("t10k", "test"))
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise EdgeViTError(f"{path}: train images are {train.images.shape[1:]} but test images {test.images.shape[1:]}")
+    for name, split in (("train", train), ("test", test)):
+        if len(split) and split.labels.max() >= num_classes:
+            raise EdgeViTError(f"{path}: {name} label {split.labels.max()} is outside 0..{num_classes - 1}")
+    return Dataset(train, test, path)
+
+
+def normalize(images: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """uint8 or float pixels on [0, 255] (N, H, W) -> float32 (N, 1, H, W) standardised."""
+    x = images.astype(np.float32) * np.float32(1.0 / 255.0)
+    return ((x - np.float32(mean)) / np.float32(std))[:, None]
+
+
+def random_affines(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 2, 3) matrices mapping output pixel coordinates (relative to the centre) to input ones."""
+    angle = np.deg2rad(rng.uniform(-MAX_ROTATE_DEG, MAX_ROTATE_DEG, n))
+    shear = np.deg2rad(rng.uniform(-MAX_SHEAR_DEG, MAX_SHEAR_DEG, n))
+    scale = rng.uniform(*SCALE_RANGE, n)
+    shift = rng.uniform(-MAX_SHIFT_PX, MAX_SHIFT_PX, (n, 2))
+    cos, sin, tan = np.cos(angle), np.sin(angle), np.tan(shear)
+    # forward map = scale * rotate @ shear; sampling needs its inverse, applied about the centre
+    fwd = np.stack([np.stack([cos, cos * tan - sin], -1), np.stack([sin, sin * tan + cos], -1)], 1) * scale[:, None, None]
+    inv = np.linalg.inv(fwd)
+    return np.concatenate([inv, -(inv @ shift[:, :, None])], axis=2)
+
+
+def warp_affine(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+    """Bilinear-resample every image (N, H, W) through its (2, 3) inverse map; outside is black.
+
+    Coordinates are (x, y) relative to the image centre, so matrices compose with rotations about it.
+    """
+    n, h, w = images.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    grid = np.stack([xs.ravel() - cx, ys.ravel() - cy, np.ones(h * w, np.float32)])  # (3, HW)
+    src = matrices.astype(np.float32) @ grid  # (N, 2, HW)
+    sx, sy = src[:, 0] + cx, src[:, 1] + cy
+    x0, y0 = np.floor(sx).astype(np.int64), np.floor(sy).astype(np.int64)
+    fx, fy = (sx - x0).astype(np.float32), (sy - y0).astype(np.float32)
+    padded = np.pad(images.astype(np.float32), ((0, 0), (1, 1), (1, 1)))  # a black border absorbs off-image taps
+    flat = padded.reshape(n, -1)
+    row = np.arange(n)[:, None]
+
+    def tap(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        inside = (yy >= -1) & (yy <= h) & (xx >= -1) & (xx <= w)
+        idx = (np.clip(yy, -1, h) + 1) * (w + 2) + np.clip(xx, -1, w) + 1
+        return np.where(inside, flat[row, idx], 0.0)
+
+    out = (
+        tap(y0, x0) * (1 - fx) * (1 - fy)
+        + tap(y0, x0 + 1) * fx * (1 - fy)
+        + tap(y0 + 1, x0) * (1 - fx) * fy
+        + tap(y0 + 1, x0 + 1) * fx * fy
+    )
+    return out.reshape(n, h, w)
+
+
+def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random small affine per image, vectorised over the batch; float32 on [0, 255]."""
+    return warp_affine(images, random_affines(rng, len(images)))

@@ -1,0 +1,81 @@
+"""Test-set accuracy of a weights file: overall, per class, and the confusion matrix.
+
+`python -m edgevit.evaluate WEIGHTS [--data DIR] [--json]`
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+EVAL_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: float
+    per_class: list[float | None]  # recall of each true class; None where the split has none of it
+    confusion: list[list[int]]  # confusion[true][predicted]
+    images: int
+
+
+def score(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> Evaluation:
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    totals = confusion.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.diag(confusion) / totals
+    accuracy = float(np.trace(confusion) / max(1, len(labels)))
+    return Evaluation(accuracy, [None if np.isnan(v) else float(v) for v in per_class], confusion.tolist(), len(labels))
+
+
+def evaluate(weights_path, data_dir=None, limit: int = 0) -> Evaluation:
+    """Score the model in `weights_path` on the test split of `data_dir` (default: bundled MNIST)."""
+    from edgevit.data import load_dataset
+    from edgevit.runtime import BatchedForward
+    from edgevit.weights import load_model
+
+    model, header = load_model(weights_path)
+    data = load_dataset(data_dir, model.config.num_classes)
+    images, labels = data.test.images[: limit or None], data.test.labels[: limit or None]
+    pre = header.metadata["preprocess"]
+    forward = BatchedForward(model, pre["mean"], pre["std"], min(EVAL_BATCH, max(1, len(images))))
+    return score(forward(images).argmax(-1), labels, model.config.num_classes)
+
+
+def format_report(ev: Evaluation) -> str:
+    n = len(ev.per_class)
+    lines = [f"test accuracy {100 * ev.accuracy:.2f}% on {ev.images} images", "", "per class:"]
+    lines += [
+        f"  {c}: " + ("   n/a " if acc is None else f"{100 * acc:6.2f}%") + f"  ({sum(ev.confusion[c])} images)"
+        for c, acc in enumerate(ev.per_class)
+    ]
+    lines += ["", "confusion (rows: true digit, columns: predicted):", "      " + "".join(f"{c:>6}" for c in range(n))]
+    lines += [f"  {c:>3} " + "".join(f"{v:>6}" for v in row) for c, row in enumerate(ev.confusion)]
+    return "\n".join(lines)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from edgevit.device import select_device
+
+    p = argparse.ArgumentParser(prog="python -m edgevit.evaluate", description="Score a weights file on the test split.")
+    p.add_argument("weights", help="an EdgeViT .safetensors file")
+    p.add_argument("--data", help="directory with the MNIST-format IDX files (default: $EDGEVIT_DATA or bundled MNIST)")
+    p.add_argument("--device", help="tinygrad backend (default: the best available)")
+    p.add_argument("--limit", type=int, default=0, help="score the first N test images only")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = p.parse_args(argv)
+    select_device(args.device)
+    ev = evaluate(args.weights, args.data, args.limit)
+    print(json.dumps(asdict(ev)) if args.json else format_report(ev))
+    return 0
+
+
+if __name__ == "__main__":
+    from edgevit.cli import run
+
+    run("edgevit.evaluate", cli)

@@ -1,0 +1,160 @@
+"""The Vision Transformer: patches of a digit attend to each other, a class token reads the answer.
+
+A 28x28 image becomes 16 patches of 7x7; each patch is embedded into a `dim`-wide token, a learned
+class token is prepended and learned position embeddings added. Every block projects each token into
+a Query, a Key and a Value; softmax(QK^T/sqrt(d)) weights the Values. The model can hand back those
+attention weights for every layer and head, because seeing which patch looked at which is the point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+from tinygrad import Tensor, nn
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    image_size: int = 28
+    patch_size: int = 7
+    channels: int = 1
+    dim: int = 64
+    depth: int = 4
+    heads: int = 4
+    mlp_dim: int = 128
+    num_classes: int = 10
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        problems = []
+        if self.image_size % self.patch_size:
+            problems.append(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.dim % self.heads:
+            problems.append(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if min(self.image_size, self.patch_size, self.channels, self.dim, self.depth, self.heads, self.mlp_dim) < 1:
+            problems.append("sizes must be positive")
+        if self.num_classes < 2:
+            problems.append("num_classes must be at least 2")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout {self.dropout} is not in [0, 1)")
+        if problems:
+            raise ValueError("invalid ViTConfig: " + "; ".join(problems))
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid**2
+
+    @property
+    def tokens(self) -> int:
+        return self.num_patches + 1
+
+    @property
+    def patch_dim(self) -> int:
+        return self.channels * self.patch_size**2
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ViTConfig:
+        fields = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(fields, dict) or set(fields) - known:
+            raise ValueError(f"unknown ViTConfig fields: {sorted(set(fields) - known) if isinstance(fields, dict) else fields}")
+        return cls(**fields)
+
+
+def patchify(x: Tensor, patch: int) -> Tensor:
+    """(B, C, H, W) -> (B, N, C*patch*patch), patches in row-major order."""
+    B, C, H, W = x.shape
+    gh, gw = H // patch, W // patch
+    x = x.reshape(B, C, gh, patch, gw, patch).permute(0, 2, 4, 1, 3, 5)  # (B, gh, gw, C, p, p)
+    return x.reshape(B, gh * gw, C * patch * patch)
+
+
+class PatchEmbedding:
+    def __init__(self, cfg: ViTConfig):
+        self.patch_size = cfg.patch_size
+        self.proj = nn.Linear(cfg.patch_dim, cfg.dim)
+        self.cls_token = Tensor.randn(1, 1, cfg.dim) * 0.02
+        self.pos_embedding = Tensor.randn(1, cfg.tokens, cfg.dim) * 0.02
+
+    def __call__(self, x: Tensor) -> Tensor:
+        tokens = self.proj(patchify(x, self.patch_size))  # (B, N, D)
+        cls = self.cls_token.expand(x.shape[0], 1, tokens.shape[-1])  # (B, 1, D)
+        return cls.cat(tokens, dim=1) + self.pos_embedding  # (B, T, D)
+
+
+class Attention:
+    def __init__(self, cfg: ViTConfig):
+        self.heads, self.head_dim, self.dropout = cfg.heads, cfg.dim // cfg.heads, cfg.dropout
+        self.query = nn.Linear(cfg.dim, cfg.dim)
+        self.key = nn.Linear(cfg.dim, cfg.dim)
+        self.value = nn.Linear(cfg.dim, cfg.dim)
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+
+    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        B, T, D = x.shape
+
+        def split_heads(t: Tensor) -> Tensor:
+            return t.reshape(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+
+        q, k, v = split_heads(self.query(x)), split_heads(self.key(x)), split_heads(self.value(x))
+        att = (q @ k.transpose(-2, -1) * (1.0 / math.sqrt(self.head_dim))).softmax(-1)  # (B, H, T, T)
+        y = att.dropout(self.dropout) @ v  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, D)
+        return self.proj(y).dropout(self.dropout), att
+
+
+class MLP:
+    def __init__(self, cfg: ViTConfig):
+        self.fc1 = nn.Linear(cfg.dim, cfg.mlp_dim)
+        self.fc2 = nn.Linear(cfg.mlp_dim, cfg.dim)
+        self.dropout = cfg.dropout
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.fc2(self.fc1(x).gelu().dropout(self.dropout)).dropout(self.dropout)
+
+
+class Block:
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, cfg: ViTConfig):
+        self.ln1 = nn.LayerNorm(cfg.dim)
+        self.attn = Attention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.dim)
+        self.mlp = MLP(cfg)
+
+    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y, att = self.attn(self.ln1(x))
+        x = x + y
+        return x + self.mlp(self.ln2(x)), att
+
+
+class ViT:
+    def __init__(self, cfg: ViTConfig):
+        self.config = cfg
+        self.embed = PatchEmbedding(cfg)
+        self.blocks = [Block(cfg) for _ in range(cfg.depth)]
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, cfg.num_classes)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalised images (B, C, H, W) -> logits (B, classes), attention (depth, B, heads, T, T)."""
+        x = self.embed(x)  # (B, T, D)
+        maps = []
+        for block in self.blocks:
+            x, att = block(x)
+            maps.append(att)
+        logits = self.head(self.norm(x[:, 0]))  # the class token carries the answer
+        return logits, Tensor.stack(*maps)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.forward(x)[0]

@@ -1,0 +1,67 @@
+import gzip
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_FLAGS = ["--dim", "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32"]
+
+
+def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
+    """An IDX file as the format describes it: 0, 0, type code, ndim, big-endian dims, data."""
+    dtype = {0x08: ">u1", 0x0C: ">i4", 0x0D: ">f4"}[type_code]
+    return bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(dtype).tobytes()
+
+
+def write_dataset(directory: Path, n_train: int = 64, n_test: int = 32, gz: bool = True, prefix: str = "", seed: int = 0):
+    """A small MNIST-format dataset of random images, in the official file layout."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for name, array in arrays.items():
+        raw = idx_bytes(array)
+        path = directory / (prefix + name + (".gz" if gz else ""))
+        path.write_bytes(gzip.compress(raw) if gz else raw)
+    return arrays
+
+
+def run_module(module: str, *args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs
+    )
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from edgevit.data import load_dataset
+
+    return load_dataset()
+
+
+@pytest.fixture(scope="session")
+def interrupted_run(tmp_path_factory):
+    """A CLI run stopped with Ctrl-C after its first steps, then resumed to the end."""
+    root = tmp_path_factory.mktemp("cli-run")
+    write_dataset(root / "data", n_train=64, n_test=32)
+    out = root / "w.safetensors"
+    args = ["--data", str(root / "data"), "--out", str(out), "--epochs", "100", "--batch-size", "16", *TINY_FLAGS]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgevit.train", *args], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    for line in proc.stderr:  # progress lines arrive once the training graph is compiled and running
+        if "loss" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=300)
+    resumed = run_module("edgevit.train", "--resume", str(root / "w.ckpt.safetensors"), timeout=300)
+    return proc.returncode, stdout, root, out, resumed

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Idempotent set-up: Python 3.11+ check, clang for tinygrad's CPU backend, .venv with edgevit[dev].
+# Re-running is cheap: the pip step only runs when pyproject.toml changed since the last install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; return; fi
+  return 1
+}
+apt_install() {
+  if ! command -v apt-get >/dev/null; then return 1; fi
+  as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found: install Python 3.11 or newer"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+  die "$("$PYTHON" --version 2>&1) is too old: tinygrad 0.14 needs Python 3.11 or newer"
+"$PYTHON" -c 'import struct, sys; sys.exit(struct.calcsize("P") != 8)' ||
+  die "a 64-bit OS is needed (tinygrad's CPU backend does not run on 32-bit)"
+
+if ! command -v clang >/dev/null; then
+  say "installing clang (tinygrad's CPU backend compiles its kernels with it)"
+  apt_install clang || die "clang is missing: install it (Debian/Ubuntu/Raspberry Pi OS: sudo apt-get install -y clang) and re-run"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV"
+  if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+    rm -rf "$VENV"
+    apt_install python3-venv || die "Python's venv module is missing: sudo apt-get install -y python3-venv, then re-run"
+    "$PYTHON" -m venv "$VENV"
+  fi
+fi
+
+stamp="$VENV/.edgevit-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  say "installing edgevit and its dependencies into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+  touch "$stamp"
+fi
