@@ -158,3 +158,24 @@ class ViT:
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.forward(x)[0]
+
+
+def parameter_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of ViT(cfg)'s parameters, without building it (a weights file is checked
+    against these before any tinygrad work starts; a test keeps them equal to the real model's)."""
+
+    def linear(name: str, fan_in: int, fan_out: int) -> dict[str, tuple[int, ...]]:
+        return {f"{name}.weight": (fan_out, fan_in), f"{name}.bias": (fan_out,)}
+
+    def norm(name: str) -> dict[str, tuple[int, ...]]:
+        return {f"{name}.weight": (cfg.dim,), f"{name}.bias": (cfg.dim,)}
+
+    shapes = {"embed.cls_token": (1, 1, cfg.dim), "embed.pos_embedding": (1, cfg.tokens, cfg.dim)}
+    shapes |= linear("embed.proj", cfg.patch_dim, cfg.dim)
+    for i in range(cfg.depth):
+        b = f"blocks.{i}"
+        shapes |= norm(f"{b}.ln1") | norm(f"{b}.ln2")
+        for proj in ("query", "key", "value", "proj"):
+            shapes |= linear(f"{b}.attn.{proj}", cfg.dim, cfg.dim)
+        shapes |= linear(f"{b}.mlp.fc1", cfg.dim, cfg.mlp_dim) | linear(f"{b}.mlp.fc2", cfg.mlp_dim, cfg.dim)
+    return shapes | norm("norm") | linear("head", cfg.dim, cfg.num_classes)

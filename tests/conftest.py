@@ -1,4 +1,5 @@
 import gzip
+import json
 import signal
 import struct
 import subprocess
@@ -35,9 +36,9 @@ def write_dataset(directory: Path, n_train: int = 64, n_test: int = 32, gz: bool
     return arrays
 
 
-def run_module(module: str, *args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+def run_module(module: str, *args: str, timeout: float = 600, text: bool = True, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kwargs
+        [sys.executable, "-m", module, *args], capture_output=True, text=text, timeout=timeout, cwd=ROOT, **kwargs
     )
 
 
@@ -65,3 +66,30 @@ def interrupted_run(tmp_path_factory):
     stdout, _ = proc.communicate(timeout=300)
     resumed = run_module("edgevit.train", "--resume", str(root / "w.ckpt.safetensors"), timeout=300)
     return proc.returncode, stdout, root, out, resumed
+
+
+SHIPPED = ROOT / "weights" / "edgevit-mnist.safetensors"
+
+
+@pytest.fixture(scope="session")
+def shipped(tmp_path_factory):
+    from edgevit.runtime import Classifier
+
+    return Classifier(SHIPPED, cache_dir=tmp_path_factory.mktemp("jit-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """An untrained small model's weights file: fast to compile, same file format as the shipped one."""
+    from tinygrad import Tensor
+    from tinygrad.nn.state import get_state_dict
+
+    from edgevit import weights
+    from edgevit.model import ViT, ViTConfig
+
+    Tensor.manual_seed(3)
+    config = ViTConfig(dim=16, depth=2, heads=2, mlp_dim=32)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
+    meta = {"config": json.loads(config.to_json()), "preprocess": {"mean": 0.1307, "std": 0.3081}}
+    weights.save(path, get_state_dict(ViT(config)), meta)
+    return path

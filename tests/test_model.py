@@ -3,7 +3,7 @@ import pytest
 from tinygrad import Context, Tensor
 from tinygrad.nn.state import get_state_dict
 
-from edgevit.model import Attention, ViT, ViTConfig, patchify
+from edgevit.model import Attention, ViT, ViTConfig, parameter_shapes, patchify
 
 SMALL = ViTConfig(dim=16, depth=2, heads=2, mlp_dim=32)
 
@@ -78,3 +78,10 @@ def test_gradients_reach_every_parameter():
     assert np.isfinite(loss.item())
     dead = [name for name, g in zip(params, grads) if not np.abs(g.numpy()).sum() > 0]
     assert not dead, f"no gradient reaches {dead}"
+
+
+@pytest.mark.parametrize(
+    "cfg", [ViTConfig(), SMALL, ViTConfig(patch_size=4, dim=24, depth=3, heads=3, mlp_dim=40, num_classes=47)]
+)
+def test_parameter_shapes_name_exactly_the_models_parameters(cfg):
+    assert parameter_shapes(cfg) == {k: v.shape for k, v in get_state_dict(ViT(cfg)).items()}

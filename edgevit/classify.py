@@ -1,0 +1,172 @@
+"""`edgevit-classify IMAGE...`: which digit is in each image, how sure, and where the model looked.
+
+Images are files, directories (the images in them) or `-` (image bytes on stdin). Each is brought to
+MNIST's convention by `edgevit.preprocess`, then classified by the compiled, cached graph of
+`edgevit.runtime.Classifier`. Imports stay inside functions: start-up time is the product here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgevit.errors import EdgeViTError
+
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "edgevit-mnist.safetensors"
+WEIGHTS_ENV = "EDGEVIT_WEIGHTS"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"}
+STDIN = "-"
+
+
+@dataclass
+class Result:
+    path: str
+    digit: int | None = None
+    confidence: float | None = None
+    probs: list[float] | None = None
+    error: str | None = None
+    image: object = None  # (28, 28) as the model saw it
+    attention: object = None  # (depth, heads, T, T)
+
+
+def expand_inputs(inputs: list[str]) -> list[tuple[str, Path | None]]:
+    """Command-line inputs -> (display path, file or None for stdin); a directory yields its images."""
+    out: list[tuple[str, Path | None]] = []
+    for item in inputs:
+        path = Path(item)
+        if item == STDIN:
+            out.append((STDIN, None))
+        elif path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            out += [(str(p), p) for p in images] or [(item, path)]  # an empty directory reports itself
+        else:
+            out.append((item, path))
+    return out
+
+
+def read_input(name: str, path: Path | None) -> bytes:
+    if path is None:
+        return sys.stdin.buffer.read()
+    if path.is_dir():
+        raise EdgeViTError(f"{name}: directory has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise EdgeViTError(f"{name}: no such file") from None
+    except OSError as e:
+        raise EdgeViTError(f"{name}: cannot read ({e.strerror})") from None
+
+
+def classify(inputs: list[str], weights: str | os.PathLike, keep_attention: bool = False) -> list[Result]:
+    """Classify every input; a failing input becomes a Result with `error`, the others still run."""
+    import numpy as np
+
+    from edgevit.preprocess import preprocess
+    from edgevit.runtime import Classifier
+
+    classifier = Classifier(weights)  # a bad weights file fails the whole run before any image is read
+    results, images = [], []
+    for name, path in expand_inputs(inputs):
+        try:
+            images.append(preprocess(read_input(name, path), name))
+            results.append(Result(name))
+        except EdgeViTError as e:
+            results.append(Result(name, error=str(e).removeprefix(f"{name}: ")))
+    good = [r for r in results if r.error is None]
+    if good:
+        prediction = classifier.predict(np.stack(images))
+        for i, r in enumerate(good):
+            probs = prediction.probs[i]
+            r.digit, r.confidence, r.probs = int(probs.argmax()), float(probs.max()), [float(p) for p in probs]
+            if keep_attention:
+                r.image, r.attention = images[i], prediction.attention[:, i]
+    return results
+
+
+def default_weights() -> Path:
+    return Path(os.environ.get(WEIGHTS_ENV) or SHIPPED_WEIGHTS)
+
+
+def format_line(r: Result, topk: int) -> str:
+    ranked = sorted(range(len(r.probs)), key=lambda d: -r.probs[d])[:topk]
+    return f"{r.path}\t" + "\t".join(f"{d} {100 * r.probs[d]:.1f}%" for d in ranked)
+
+
+def attention_targets(out: Path, results: list[Result]) -> list[tuple[Result, Path]]:
+    """One picture: OUT itself; several: OUT is a folder with one picture per image."""
+    good = [r for r in results if r.error is None]
+    if len(results) == 1:
+        return [(r, out) for r in good]
+    out.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    targets = []
+    for i, r in enumerate(good):
+        stem = "stdin" if r.path == STDIN else Path(r.path).stem
+        name = stem if stem not in taken else f"{stem}-{i}"
+        taken.add(name)
+        targets.append((r, out / f"{name}.png"))
+    return targets
+
+
+def write_attention(out: Path, results: list[Result]) -> list[Path]:
+    from edgevit.attention import render
+    from edgevit.weights import atomic_write
+
+    written = []
+    for r, target in attention_targets(out, results):
+        picture = render(r.image, r.attention, f"{r.path}: digit {r.digit} ({100 * r.confidence:.1f}%)")
+        atomic_write(target, lambda tmp, pic=picture: pic.save(tmp, "PNG"))
+        written.append(target)
+    return written
+
+
+def cli(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="edgevit-classify", description="Classify images of handwritten or printed digits.")
+    p.add_argument("images", nargs="+", help="image files, directories of images, or - for an image on stdin")
+    p.add_argument("--weights", help="weights file (default: $EDGEVIT_WEIGHTS or the shipped weights)")
+    p.add_argument("--device", help="tinygrad backend, e.g. CPU, CUDA, METAL, CL (default: the best available)")
+    p.add_argument("--topk", type=int, default=1, metavar="K", help="show the K most likely digits (default 1)")
+    p.add_argument("--json", action="store_true", help="print JSON Lines: path, digit, confidence, probs")
+    p.add_argument("--attention", type=Path, metavar="OUT.png", help="write attention maps (a folder for several images)")
+    args = p.parse_args(argv)
+    if args.topk < 1:
+        raise EdgeViTError("--topk must be at least 1")
+    if args.images.count(STDIN) > 1:
+        raise EdgeViTError("stdin (-) can be read only once")
+    if args.device:
+        from edgevit.device import select_device
+
+        select_device(args.device)
+    weights = Path(args.weights) if args.weights else default_weights()
+    results = classify(args.images, weights, keep_attention=args.attention is not None)
+    for r in results:
+        if args.json:
+            fields = (
+                {"path": r.path, "error": r.error}
+                if r.error
+                else {k: getattr(r, k) for k in ("path", "digit", "confidence", "probs")}
+            )
+            print(json.dumps(fields))
+        elif r.error:
+            print(f"edgevit-classify: error: {r.path}: {r.error}", file=sys.stderr)
+        else:
+            print(format_line(r, args.topk))
+    if args.attention is not None and any(r.error is None for r in results):
+        for path in write_attention(args.attention, results):
+            print(f"attention map written to {path}", file=sys.stderr)
+    return 1 if any(r.error for r in results) else 0
+
+
+def main() -> None:
+    from edgevit.cli import run
+
+    run("edgevit-classify", cli)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""The weights in weights/ are what their metadata and README say they are."""
+
+import numpy as np
+from conftest import SHIPPED
+
+from edgevit.evaluate import evaluate
+from edgevit.weights import read_header
+
+CHECK = 1000
+
+
+def test_shipped_weights_score_what_their_metadata_records():
+    metrics = read_header(SHIPPED).metadata["metrics"]
+    recorded = metrics[f"test_accuracy_first_{CHECK}"]
+    ev = evaluate(SHIPPED, limit=CHECK)
+    assert ev.images == CHECK
+    assert abs(ev.accuracy - recorded) <= 1 / CHECK  # one image of slack for float summation order
+    assert metrics["test_accuracy"] >= 0.99  # the issue's bar, on all 10,000 test images
+
+
+def test_shipped_weights_are_the_default_design():
+    header = read_header(SHIPPED)
+    cfg = header.metadata["config"]
+    assert (cfg["patch_size"], cfg["dim"], cfg["image_size"]) == (7, 64, 28)
+    assert not any(k.startswith("optimizer.") for k in header.tensors)
+    assert np.isclose(header.metadata["preprocess"]["mean"], 0.1307, atol=1e-4)

@@ -1,0 +1,113 @@
+"""Synthetic "real world" digit images, for judging preprocessing and the model beyond MNIST.
+
+Three groups, like the inputs users send:
+- printed: digits 0-9 in the machine's TrueType fonts, at random sizes and positions, on white or
+  grey paper, some JPEG-compressed;
+- canvas: MNIST test digits redrawn as thick anti-aliased pen strokes on a transparent 280x280
+  canvas (what a web drawing pad exports), dark or light ink;
+- scans: MNIST test digits printed dark on paper and "scanned" at low resolution: uneven lighting,
+  paper grain, blur, slight rotation, JPEG.
+
+`python tools/realworld.py OUTDIR [--per-group N]` writes LABEL_GROUP_INDEX.{png,jpg} files;
+`generate(...)` yields (group, label, encoded bytes) for tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+FONT_GLOBS = ("/usr/share/fonts/**/*.ttf", "/usr/share/fonts/**/*.otf")
+GROUPS = ("printed", "canvas", "scans")
+
+
+def fonts() -> list[str]:
+    found = sorted({p for g in FONT_GLOBS for p in glob.glob(g, recursive=True)})
+    # symbol and emoji fonts have no digits worth the name
+    return [p for p in found if not any(s in p.lower() for s in ("symbol", "emoji", "dingbat", "math"))]
+
+
+def _encode(img: Image.Image, fmt: str, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def printed(rng: np.random.Generator, label: int, font_path: str) -> bytes:
+    size = int(rng.integers(24, 160))
+    font = ImageFont.truetype(font_path, size)
+    w, h = int(size * rng.uniform(1.2, 3.0)), int(size * rng.uniform(1.4, 2.5))
+    paper = int(rng.integers(200, 256))
+    img = Image.new("L", (w, h), paper)
+    draw = ImageDraw.Draw(img)
+    box = draw.textbbox((0, 0), str(label), font=font)
+    x = rng.uniform(0, max(1, w - (box[2] - box[0]))) - box[0]
+    y = rng.uniform(0, max(1, h - (box[3] - box[1]))) - box[1]
+    draw.text((x, y), str(label), fill=int(rng.integers(0, 60)), font=font)
+    if rng.random() < 0.5:
+        return _encode(img.convert("RGB"), "JPEG", int(rng.integers(50, 95)))
+    return _encode(img, "PNG")
+
+
+def canvas(rng: np.random.Generator, digit: np.ndarray) -> bytes:
+    big = Image.fromarray(digit).resize((280, 280), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(4))
+    alpha = np.clip((np.asarray(big, np.float32) - 60) * 3, 0, 255).astype(np.uint8)  # a firm pen edge
+    ink = (0, 0, 0) if rng.random() < 0.7 else (255, 255, 255)
+    rgba = np.zeros((280, 280, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = ink, alpha
+    return _encode(Image.fromarray(rgba, "RGBA"), "PNG")
+
+
+def scan(rng: np.random.Generator, digit: np.ndarray) -> bytes:
+    height = int(rng.integers(14, 40))  # pixels the digit's 28x28 cell gets in the scan
+    cell = Image.fromarray(255 - digit).rotate(rng.uniform(-8, 8), Image.Resampling.BILINEAR, fillcolor=255)
+    cell = cell.resize((height, height), Image.Resampling.BILINEAR)
+    w, h = height + int(rng.integers(4, 30)), height + int(rng.integers(4, 30))
+    page = np.full((h, w), 255.0, np.float32)
+    x0, y0 = int(rng.integers(0, w - height + 1)), int(rng.integers(0, h - height + 1))
+    page[y0 : y0 + height, x0 : x0 + height] = np.asarray(cell, np.float32)
+    ink_level, paper_level = rng.uniform(0, 90), rng.uniform(170, 245)
+    page = paper_level - (255 - page) / 255 * (paper_level - ink_level)
+    ys, xs = np.mgrid[0:h, 0:w]
+    page *= 1 + rng.uniform(-0.15, 0.15) * (xs / w - 0.5) + rng.uniform(-0.15, 0.15) * (ys / h - 0.5)  # lighting
+    page += rng.normal(0, rng.uniform(2, 10), page.shape)  # paper grain and sensor noise
+    img = Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
+    return _encode(img, "JPEG", int(rng.integers(30, 85)))
+
+
+def generate(per_group: int, seed: int = 0, mnist_offset: int = 5000) -> Iterator[tuple[str, int, bytes]]:
+    """Yield (group, label, image bytes): `per_group` of each group. MNIST digits come from the test split."""
+    from edgevit.data import load_dataset
+
+    rng = np.random.default_rng(seed)
+    test = load_dataset().test
+    font_list = fonts()
+    for i in range(per_group):
+        label = i % 10
+        yield "printed", label, printed(rng, label, font_list[(i // 10) % len(font_list)])
+    for group, make in (("canvas", canvas), ("scans", scan)):
+        for i in range(per_group):
+            j = mnist_offset + (i if group == "canvas" else per_group + i)
+            yield group, int(test.labels[j]), make(rng, test.images[j])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("--per-group", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, (group, label, data) in enumerate(generate(args.per_group, args.seed)):
+        ext = "jpg" if data[:2] == b"\xff\xd8" else "png"
+        (args.out / f"{label}_{group}_{i:04d}.{ext}").write_bytes(data)
+
+
+if __name__ == "__main__":
+    main()
