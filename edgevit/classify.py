@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgevit.errors import EdgeViTError
 
-SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "edgevit-mnist.safetensors"
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "edgevit-mnist-int8.safetensors"
 WEIGHTS_ENV = "EDGEVIT_WEIGHTS"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"}
 STDIN = "-"
@@ -60,14 +60,16 @@ def read_input(name: str, path: Path | None) -> bytes:
         raise EdgeViTError(f"{name}: cannot read ({e.strerror})") from None
 
 
-def classify(inputs: list[str], weights: str | os.PathLike, keep_attention: bool = False) -> list[Result]:
+def classify(
+    inputs: list[str], weights: str | os.PathLike, keep_attention: bool = False, device: str | None = None
+) -> list[Result]:
     """Classify every input; a failing input becomes a Result with `error`, the others still run."""
     import numpy as np
 
     from edgevit.preprocess import preprocess
     from edgevit.runtime import Classifier
 
-    classifier = Classifier(weights)  # a bad weights file fails the whole run before any image is read
+    classifier = Classifier(weights, device=device)  # a bad weights file or backend fails the run before any image is read
     results, images = [], []
     for name, path in expand_inputs(inputs):
         try:
@@ -138,12 +140,8 @@ def cli(argv: list[str] | None = None) -> int:
         raise EdgeViTError("--topk must be at least 1")
     if args.images.count(STDIN) > 1:
         raise EdgeViTError("stdin (-) can be read only once")
-    if args.device:
-        from edgevit.device import select_device
-
-        select_device(args.device)
     weights = Path(args.weights) if args.weights else default_weights()
-    results = classify(args.images, weights, keep_attention=args.attention is not None)
+    results = classify(args.images, weights, keep_attention=args.attention is not None, device=args.device)
     for r in results:
         if args.json:
             fields = (

@@ -35,14 +35,13 @@ def evaluate(weights_path, data_dir=None, limit: int = 0) -> Evaluation:
     """Score the model in `weights_path` on the test split of `data_dir` (default: bundled MNIST)."""
     from edgevit.data import load_dataset
     from edgevit.runtime import BatchedForward
-    from edgevit.weights import load_model
+    from edgevit.weights import build_model, open_model_file
 
-    model, header = load_model(weights_path)
-    data = load_dataset(data_dir, model.config.num_classes)
+    header, config, scheme, (mean, std) = open_model_file(weights_path)
+    data = load_dataset(data_dir, config.num_classes)
     images, labels = data.test.images[: limit or None], data.test.labels[: limit or None]
-    pre = header.metadata["preprocess"]
-    forward = BatchedForward(model, pre["mean"], pre["std"], min(EVAL_BATCH, max(1, len(images))))
-    return score(forward(images).argmax(-1), labels, model.config.num_classes)
+    forward = BatchedForward(build_model(header, config, scheme), mean, std, min(EVAL_BATCH, max(1, len(images))))
+    return score(forward(images).argmax(-1), labels, config.num_classes)
 
 
 def format_report(ev: Evaluation) -> str:

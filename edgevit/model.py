@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from tinygrad import Tensor, nn
+from tinygrad import Tensor, dtypes, nn
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class PatchEmbedding:
 
     def __call__(self, x: Tensor) -> Tensor:
         tokens = self.proj(patchify(x, self.patch_size))  # (B, N, D)
-        cls = self.cls_token.expand(x.shape[0], 1, tokens.shape[-1])  # (B, 1, D)
+        cls = self.cls_token.cast(tokens.dtype).expand(x.shape[0], 1, tokens.shape[-1])  # (B, 1, D)
         return cls.cat(tokens, dim=1) + self.pos_embedding  # (B, T, D)
 
 
@@ -179,3 +179,94 @@ def parameter_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
             shapes |= linear(f"{b}.attn.{proj}", cfg.dim, cfg.dim)
         shapes |= linear(f"{b}.mlp.fc1", cfg.dim, cfg.mlp_dim) | linear(f"{b}.mlp.fc2", cfg.mlp_dim, cfg.dim)
     return shapes | norm("norm") | linear("head", cfg.dim, cfg.num_classes)
+
+
+INT4_GROUP = 32
+QUANTIZED_SCHEMES = ("int8", "w8a8", "fp16", "int4")
+
+
+class QuantLinear:
+    """A Linear whose weight stays quantized in device memory; the compiled graph expands it.
+
+    int8 / int4 / fp16: the weight is dequantized inside the graph and the matmul runs in float.
+    w8a8: inputs are quantized with a calibrated scale and multiplied int8 x int8 -> int32.
+    """
+
+    def __init__(self, scheme: str, in_features: int, out_features: int):
+        self.scheme, self.in_features = scheme, in_features
+        if scheme in ("int8", "w8a8"):
+            self.q = Tensor.empty(out_features, in_features, dtype=dtypes.int8)
+            self.scale = Tensor.empty(out_features)
+        elif scheme == "int4":
+            self.q = Tensor.empty(out_features, -(-in_features // 2), dtype=dtypes.uint8)
+            self.scale = Tensor.empty(out_features, -(-in_features // INT4_GROUP))
+        elif scheme == "fp16":
+            self.weight = Tensor.empty(out_features, in_features, dtype=dtypes.half)
+        else:
+            raise ValueError(f"unknown scheme {scheme!r}")
+        if scheme == "w8a8":
+            self.input_scale = Tensor.empty(1)
+        self.bias = Tensor.empty(out_features, dtype=dtypes.half if scheme == "fp16" else dtypes.float32)
+
+    def dequantized(self) -> Tensor:
+        if self.scheme == "fp16":
+            return self.weight.cast(dtypes.float32)
+        if self.scheme == "int4":
+            low = (self.q & 0xF).cast(dtypes.int8)
+            high = (self.q.rshift(4)).cast(dtypes.int8)
+            q = low.unsqueeze(-1).cat(high.unsqueeze(-1), dim=-1).flatten(1)[:, : self.in_features]  # (out, in)
+            q = (q > 7).where(q - 16, q).cast(dtypes.float32)
+            scale = self.scale.repeat_interleave(INT4_GROUP, dim=1)[:, : self.in_features]
+            return q * scale
+        return self.q.cast(dtypes.float32) * self.scale.unsqueeze(1)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.scheme != "w8a8":
+            return x.linear(self.dequantized().T, self.bias.cast(dtypes.float32))
+        xq = (x / self.input_scale).round().clip(-127, 127).cast(dtypes.int8)
+        acc = xq.matmul(self.q.T, dtype=dtypes.int32)  # int32 accumulation: int8 would overflow
+        return acc.cast(dtypes.float32) * (self.input_scale * self.scale) + self.bias
+
+
+def linear_layers(model: ViT) -> dict[str, tuple[object, str]]:
+    """Every Linear in the model by its state-dict prefix, as (owner, attribute) so it can be swapped."""
+    found = {"embed.proj": (model.embed, "proj"), "head": (model, "head")}
+    for i, block in enumerate(model.blocks):
+        for name in ("query", "key", "value", "proj"):
+            found[f"blocks.{i}.attn.{name}"] = (block.attn, name)
+        for name in ("fc1", "fc2"):
+            found[f"blocks.{i}.mlp.{name}"] = (block.mlp, name)
+    return found
+
+
+def quantized_vit(cfg: ViTConfig, scheme: str) -> ViT:
+    """A ViT whose Linear layers hold `scheme` weights (all other parameters: float32, or half for fp16)."""
+    model = ViT(cfg)
+    for owner, attr in linear_layers(model).values():
+        layer = getattr(owner, attr)
+        out_f, in_f = layer.weight.shape
+        setattr(owner, attr, QuantLinear(scheme, in_f, out_f))
+    return model
+
+
+def parameter_specs(cfg: ViTConfig, scheme: str = "fp32") -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, safetensors dtype) of every tensor a `scheme` weights file holds for `cfg`."""
+    specs = {}
+    for name, shape in parameter_shapes(cfg).items():
+        prefix = name.removesuffix(".weight")
+        if scheme == "fp32" or len(shape) != 2:  # only Linear weights are 2-D
+            specs.setdefault(name, (shape, "F32"))
+            continue
+        out_f, in_f = shape
+        if scheme == "fp16":
+            specs |= {name: (shape, "F16"), f"{prefix}.bias": ((out_f,), "F16")}
+        elif scheme in ("int8", "w8a8"):
+            specs |= {f"{prefix}.q": (shape, "I8"), f"{prefix}.scale": ((out_f,), "F32")}
+            if scheme == "w8a8":
+                specs[f"{prefix}.input_scale"] = ((1,), "F32")
+        elif scheme == "int4":
+            groups = -(-in_f // INT4_GROUP)
+            specs |= {f"{prefix}.q": ((out_f, -(-in_f // 2)), "U8"), f"{prefix}.scale": ((out_f, groups), "F32")}
+        else:
+            raise ValueError(f"unknown scheme {scheme!r}")
+    return specs

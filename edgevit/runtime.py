@@ -17,6 +17,7 @@ import os
 import pickle
 import secrets
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,19 @@ def private_dir(path: Path) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
+def padded_batches(images: np.ndarray, batch: int, mean: float, std: float) -> Iterator[tuple[np.ndarray, int]]:
+    """Normalised (batch, 1, H, W) arrays and how many of their images are real.
+
+    A compiled graph has one fixed shape, so a short last batch is padded with zeros.
+    """
+    for i in range(0, len(images), batch):
+        x = normalize(images[i : i + batch], mean, std)
+        n = len(x)
+        if n < batch:
+            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), np.float32)])
+        yield x, n
+
+
 @dataclass
 class Prediction:
     probs: np.ndarray  # (N, classes)
@@ -77,19 +91,10 @@ class Classifier:
     """A weights file, ready to classify 28x28 images (float, [0, 255], white ink on black)."""
 
     def __init__(self, weights_path: str | os.PathLike, cache_dir: Path | str | None = "default", device: str | None = None):
-        from edgevit.model import parameter_shapes
-        from edgevit.weights import check_tensors, config_of, read_header
+        from edgevit.weights import open_model_file
 
         self.path = Path(weights_path)
-        self.header = read_header(self.path)
-        self.config = config_of(self.header)
-        pre = self.header.metadata.get("preprocess") or {}
-        if not {"mean", "std"} <= pre.keys():
-            raise EdgeViTError(f"{self.path}: no preprocessing constants (mean, std) in its metadata")
-        self.mean, self.std = float(pre["mean"]), float(pre["std"])
-        if self.header.metadata.get("scheme", "fp32") != "fp32":
-            raise EdgeViTError(f"{self.path}: {self.header.metadata['scheme']} weights are not supported yet")
-        check_tensors(self.header, parameter_shapes(self.config))
+        self.header, self.config, self.scheme, (self.mean, self.std) = open_model_file(self.path)
         self.sha256 = _sha256_file(self.path)
         self.cache_dir = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
         if self.cache_dir is not None and not private_dir(self.cache_dir):
@@ -110,8 +115,7 @@ class Classifier:
         from edgevit.device import select_device
 
         if name:
-            DEV.value = name.upper()
-            return name.upper()
+            return select_device(name)
         memo = self.cache_dir / "default-device" if self.cache_dir is not None else None
         if memo is not None and memo.is_file():
             remembered = memo.read_text().strip()
@@ -129,19 +133,15 @@ class Classifier:
     def model(self):
         """The ViT with the file's weights loaded (only needed when a graph must be compiled)."""
         if self._model is None:
-            from tinygrad.nn.state import load_state_dict
             from tinygrad.uop.ops import UOp
 
-            from edgevit.model import ViT
-            from edgevit.weights import load_tensors
+            from edgevit.weights import build_model
 
             # tinygrad numbers buffers with a per-process counter, and unpickling a graph reuses any live
             # buffer with the same number: a cached graph's buffers must come from a range no other
             # process will be using, or loading it would silently wire in the wrong weights
             UOp.unique_num = itertools.count(BUFFER_NUMBERS + secrets.randbelow(BUFFER_NUMBERS))
-            model = ViT(self.config)
-            load_state_dict(model, load_tensors(self.header), verbose=False)
-            self._model = model
+            self._model = build_model(self.header, self.config, self.scheme)
         return self._model
 
     def cache_key(self, batch: int) -> str:
@@ -239,11 +239,7 @@ class Classifier:
             raise EdgeViTError(f"expected images of shape (N, {size}, {size}), got {images.shape}")
         batch = 1 if len(images) < SMALL_BATCH else BATCH
         probs, maps = [], []
-        for i in range(0, len(images), batch):
-            x = normalize(images[i : i + batch], self.mean, self.std)
-            n = len(x)
-            if n < batch:
-                x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), np.float32)])
+        for x, n in padded_batches(images, batch, self.mean, self.std):
             p, a = self._run(batch, x)
             probs.append(p[:n])
             maps.append(a[:, :n])
@@ -254,10 +250,7 @@ class Classifier:
 
 
 class BatchedForward:
-    """logits for any number of images through one JIT compiled for `batch_size` (training and evaluation).
-
-    The JIT needs one fixed shape, so a short last batch is padded with zeros and the padding dropped.
-    """
+    """Logits of a model in memory (training, evaluation) through one JIT compiled for `batch_size`."""
 
     def __init__(self, model, mean: float, std: float, batch_size: int):
         from tinygrad import TinyJit
@@ -269,11 +262,5 @@ class BatchedForward:
         """uint8 or float images (N, H, W) on [0, 255] -> float32 logits (N, classes)."""
         from tinygrad import Tensor
 
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            x = normalize(images[i : i + self.batch_size], self.mean, self.std)
-            n = len(x)
-            if n < self.batch_size:
-                x = np.concatenate([x, np.zeros((self.batch_size - n, *x.shape[1:]), np.float32)])
-            out.append(self._jit(Tensor(x)).numpy()[:n])
+        out = [self._jit(Tensor(x)).numpy()[:n] for x, n in padded_batches(images, self.batch_size, self.mean, self.std)]
         return np.concatenate(out) if out else np.zeros((0, self.model.config.num_classes), np.float32)

@@ -265,7 +265,7 @@ class Trainer:
             data,
         )
         optimizer = trainer.optimizer_state()
-        weights.check_tensors(header, {k: v.shape for k, v in (trainer.params | optimizer).items()}, optimizer=True)
+        weights.check_tensors(header, {k: (v.shape, "F32") for k, v in (trainer.params | optimizer).items()}, optimizer=True)
         tensors = weights.load_tensors(header)
         load_state_dict(trainer.model, {k: tensors[k] for k in trainer.params}, verbose=False)
         for name, t in optimizer.items():

@@ -126,19 +126,19 @@ def read_header(path: str | os.PathLike) -> WeightsHeader:
     return WeightsHeader(path, tensors, metadata)
 
 
-def check_tensors(
-    header: WeightsHeader, expected: dict[str, tuple[int, ...]], dtype: str | None = "F32", optimizer: bool = False
-) -> None:
-    """Refuse a file whose tensors are not exactly the ones its config builds (and, if asked, its optimizer)."""
+def check_tensors(header: WeightsHeader, expected: dict[str, tuple[tuple[int, ...], str]], optimizer: bool = False) -> None:
+    """Refuse a file whose tensors are not exactly the (shape, dtype)s expected (optimizer state too, if asked)."""
     tensors = header.tensors if optimizer else header.model_tensors
-    have = {k: v.shape for k, v in tensors.items()}
     problems = []
-    if missing := sorted(expected.keys() - have.keys()):
+    if missing := sorted(expected.keys() - tensors.keys()):
         problems.append(f"missing {', '.join(missing)}")
-    if unexpected := sorted(have.keys() - expected.keys()):
+    if unexpected := sorted(tensors.keys() - expected.keys()):
         problems.append(f"unexpected {', '.join(unexpected)}")
-    problems += [f"{k} is {have[k]} but the config needs {v}" for k, v in expected.items() if k in have and have[k] != v]
-    problems += [f"{k} is {v.dtype}, expected {dtype}" for k, v in tensors.items() if dtype and v.dtype != dtype]
+    for k, (shape, dtype) in expected.items():
+        if k in tensors and tensors[k].shape != shape:
+            problems.append(f"{k} is {tensors[k].shape} but the config needs {shape}")
+        elif k in tensors and tensors[k].dtype != dtype:
+            problems.append(f"{k} is {tensors[k].dtype}, expected {dtype}")
     if problems:
         raise EdgeViTError(f"{header.path}: tensors do not match the config in its metadata: {'; '.join(problems)}")
 
@@ -166,17 +166,46 @@ def config_of(header: WeightsHeader):
         raise EdgeViTError(f"{header.path}: no usable model config in its metadata ({e})") from None
 
 
-def load_model(path: str | os.PathLike):
-    """Rebuild the ViT a weights file describes and load its tensors onto the default device."""
-    from tinygrad.nn.state import get_state_dict, load_state_dict
+def scheme_of(header: WeightsHeader) -> str:
+    from edgevit.model import QUANTIZED_SCHEMES
 
-    from edgevit.model import ViT
+    scheme = header.metadata.get("scheme", "fp32")
+    if scheme != "fp32" and scheme not in QUANTIZED_SCHEMES:
+        raise EdgeViTError(f"{header.path}: unknown weights scheme {scheme!r}")
+    return scheme
+
+
+def open_model_file(path: str | os.PathLike, float_only: bool = False):
+    """Read and check a weights file of any scheme without loading its tensors.
+
+    Returns (header, ViTConfig, scheme, (mean, std)); `float_only` refuses quantized files.
+    """
+    from edgevit.model import parameter_specs
 
     header = read_header(path)
-    if header.metadata.get("scheme", "fp32") != "fp32":
-        raise EdgeViTError(f"{header.path}: holds {header.metadata['scheme']} weights; this tool needs float weights")
-    model = ViT(config_of(header))
-    state = get_state_dict(model)
-    check_tensors(header, {k: v.shape for k, v in state.items()})
+    scheme = scheme_of(header)
+    if float_only and scheme != "fp32":
+        raise EdgeViTError(f"{header.path}: holds {scheme} weights; this tool needs float (fp32) weights")
+    config = config_of(header)
+    check_tensors(header, parameter_specs(config, scheme))
+    pre = header.metadata.get("preprocess") or {}
+    if not {"mean", "std"} <= pre.keys():
+        raise EdgeViTError(f"{header.path}: no preprocessing constants (mean, std) in its metadata")
+    return header, config, scheme, (float(pre["mean"]), float(pre["std"]))
+
+
+def build_model(header: WeightsHeader, config, scheme: str = "fp32"):
+    """The model `config` and `scheme` describe, with the file's tensors loaded onto the default device."""
+    from tinygrad.nn.state import load_state_dict
+
+    from edgevit.model import ViT, quantized_vit
+
+    model = ViT(config) if scheme == "fp32" else quantized_vit(config, scheme)
     load_state_dict(model, load_tensors(header), verbose=False)
-    return model, header
+    return model
+
+
+def load_model(path: str | os.PathLike, float_only: bool = False):
+    """Rebuild the model a weights file describes, weights loaded: (model, header)."""
+    header, config, scheme, _ = open_model_file(path, float_only)
+    return build_model(header, config, scheme), header

@@ -55,7 +55,7 @@ def interrupted_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli-run")
     write_dataset(root / "data", n_train=64, n_test=32)
     out = root / "w.safetensors"
-    args = ["--data", str(root / "data"), "--out", str(out), "--epochs", "100", "--batch-size", "16", *TINY_FLAGS]
+    args = ["--data", str(root / "data"), "--out", str(out), "--epochs", "20", "--batch-size", "16", *TINY_FLAGS]
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgevit.train", *args], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

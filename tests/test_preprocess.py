@@ -122,3 +122,13 @@ def test_real_forms_are_classified_as_the_originals(mnist, shipped):
     for form, images in by_form.items():
         agreement = (shipped.predict(np.stack(images)).probs.argmax(-1) == originals).mean()
         assert agreement >= 0.95, (form, agreement)
+
+
+def test_box_blur_matches_numpy_convolution():
+    from edgevit.preprocess import _box_blur
+
+    a = np.random.default_rng(0).random((7, 9)).astype(np.float32)
+    k = np.ones(7) / 7
+    ref = np.apply_along_axis(np.convolve, 0, np.pad(a, 3, mode="edge"), k, mode="valid")
+    ref = np.apply_along_axis(np.convolve, 1, ref, k, mode="valid")
+    np.testing.assert_allclose(_box_blur(a, 3), ref, atol=1e-6)

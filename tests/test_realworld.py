@@ -6,16 +6,18 @@ import numpy as np
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
-from realworld import GROUPS, generate  # noqa: E402
+from realworld import GROUPS, generate
 
-from edgevit.preprocess import preprocess  # noqa: E402
+from edgevit.preprocess import preprocess
 
-# Measured on 300 images per group (see weights/README.md); the bars leave room for the smaller sample.
-BARS = {"printed": 0.85, "canvas": 0.97, "scans": 0.95}
+# This sample scores 100%, 100% and 98.3% with the shipped weights (820 per group over 82 fonts: 98.2%,
+# 99.8%, 97.0%; see weights/README.md). The bars are the levels a PyTorch ViT of this size reaches on
+# such groups (issue 3), so a regression in preprocessing or weights fails here.
+BARS = {"printed": 0.94, "canvas": 0.985, "scans": 0.95}
 
 
 def test_shipped_model_reads_real_world_digits(shipped):
-    samples = list(generate(per_group=60, seed=11))
+    samples = list(generate(per_group=60, seed=11, family="dejavu"))  # the fonts every Debian machine has
     images = np.stack([preprocess(data, f"{group}-{i}") for i, (group, _, data) in enumerate(samples)])
     predicted = shipped.predict(images).probs.argmax(-1)
     groups = np.array([g for g, _, _ in samples])

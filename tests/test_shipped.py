@@ -24,3 +24,14 @@ def test_shipped_weights_are_the_default_design():
     assert (cfg["patch_size"], cfg["dim"], cfg["image_size"]) == (7, 64, 28)
     assert not any(k.startswith("optimizer.") for k in header.tensors)
     assert np.isclose(header.metadata["preprocess"]["mean"], 0.1307, atol=1e-4)
+
+
+def test_shipped_int8_comes_from_the_shipped_float_weights_and_keeps_its_accuracy():
+    import hashlib
+
+    int8 = SHIPPED.with_name("edgevit-mnist-int8.safetensors")
+    meta = read_header(int8).metadata
+    assert meta["scheme"] == "int8" and meta["source_sha256"] == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
+    assert int8.stat().st_size <= 0.30 * SHIPPED.stat().st_size
+    recorded = read_header(SHIPPED).metadata["metrics"][f"test_accuracy_first_{CHECK}"]
+    assert evaluate(int8, limit=CHECK).accuracy >= recorded - 1 / CHECK

@@ -24,13 +24,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 FONT_GLOBS = ("/usr/share/fonts/**/*.ttf", "/usr/share/fonts/**/*.otf")
+NOT_DIGITS = ("symbol", "emoji", "dingbat", "math", "d050000l")  # fonts whose "digits" are pictures
 GROUPS = ("printed", "canvas", "scans")
 
 
-def fonts() -> list[str]:
+def fonts(family: str = "") -> list[str]:
+    """The machine's fonts (those whose path contains `family`, if given)."""
     found = sorted({p for g in FONT_GLOBS for p in glob.glob(g, recursive=True)})
-    # symbol and emoji fonts have no digits worth the name
-    return [p for p in found if not any(s in p.lower() for s in ("symbol", "emoji", "dingbat", "math"))]
+    return [p for p in found if family.lower() in p.lower() and not any(s in p.lower() for s in NOT_DIGITS)]
 
 
 def _encode(img: Image.Image, fmt: str, quality: int = 90) -> bytes:
@@ -81,13 +82,15 @@ def scan(rng: np.random.Generator, digit: np.ndarray) -> bytes:
     return _encode(img, "JPEG", int(rng.integers(30, 85)))
 
 
-def generate(per_group: int, seed: int = 0, mnist_offset: int = 5000) -> Iterator[tuple[str, int, bytes]]:
+def generate(per_group: int, seed: int = 0, family: str = "", mnist_offset: int = 5000) -> Iterator[tuple[str, int, bytes]]:
     """Yield (group, label, image bytes): `per_group` of each group. MNIST digits come from the test split."""
     from edgevit.data import load_dataset
 
     rng = np.random.default_rng(seed)
     test = load_dataset().test
-    font_list = fonts()
+    font_list = fonts(family)
+    if not font_list:
+        raise SystemExit(f"no fonts matching {family!r} under /usr/share/fonts")
     for i in range(per_group):
         label = i % 10
         yield "printed", label, printed(rng, label, font_list[(i // 10) % len(font_list)])
@@ -102,9 +105,10 @@ def main() -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--per-group", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", default="", help="only fonts whose path contains this (e.g. dejavu)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for i, (group, label, data) in enumerate(generate(args.per_group, args.seed)):
+    for i, (group, label, data) in enumerate(generate(args.per_group, args.seed, args.family)):
         ext = "jpg" if data[:2] == b"\xff\xd8" else "png"
         (args.out / f"{label}_{group}_{i:04d}.{ext}").write_bytes(data)
 
