@@ -8,8 +8,6 @@ attention weights for every layer and head, because seeing which patch looked at
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass
 
@@ -58,17 +56,6 @@ class ViTConfig:
     @property
     def patch_dim(self) -> int:
         return self.channels * self.patch_size**2
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ViTConfig:
-        fields = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(fields, dict) or set(fields) - known:
-            raise ValueError(f"unknown ViTConfig fields: {sorted(set(fields) - known) if isinstance(fields, dict) else fields}")
-        return cls(**fields)
 
 
 def patchify(x: Tensor, patch: int) -> Tensor:

@@ -1,9 +1,9 @@
 import gzip
-import json
 import signal
 import struct
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +90,6 @@ def tiny_weights(tmp_path_factory) -> Path:
     Tensor.manual_seed(3)
     config = ViTConfig(dim=16, depth=2, heads=2, mlp_dim=32)
     path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
-    meta = {"config": json.loads(config.to_json()), "preprocess": {"mean": 0.1307, "std": 0.3081}}
+    meta = {"config": asdict(config), "preprocess": {"mean": 0.1307, "std": 0.3081}}
     weights.save(path, get_state_dict(ViT(config)), meta)
     return path

@@ -25,10 +25,18 @@ def test_invalid_config_is_refused(bad):
         ViTConfig(**bad)
 
 
-def test_config_json_round_trip():
-    assert ViTConfig.from_json(SMALL.to_json()) == SMALL
-    with pytest.raises(ValueError, match="unknown ViTConfig fields"):
-        ViTConfig.from_json('{"dim": 16, "colour": 3}')
+def test_a_config_with_unknown_fields_is_refused(tmp_path):
+    import dataclasses
+
+    from tinygrad.nn.state import get_state_dict as state
+
+    from edgevit import weights
+    from edgevit.errors import EdgeViTError
+
+    path = tmp_path / "w.safetensors"
+    weights.save(path, state(ViT(SMALL)), {"config": dataclasses.asdict(SMALL) | {"colour": 3}, "preprocess": {}})
+    with pytest.raises(EdgeViTError, match="no usable model config"):
+        weights.config_of(weights.read_header(path))
 
 
 def test_patchify_matches_numpy():

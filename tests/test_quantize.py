@@ -47,6 +47,23 @@ def test_int4_groups_of_32_within_half_a_step_and_packed_two_per_byte():
     assert (np.abs(dequantize_int4(packed, scale, 49) - W) <= step / 2 + 1e-7).all()
 
 
+def test_fp16_keeps_every_weight_within_half_precision():
+    half = quantize_tensors({"l.weight": W, "l.bias": B}, "fp16")
+    assert half["l.weight"].dtype == np.float16 and half["l.bias"].dtype == np.float16
+    assert (np.abs(half["l.weight"].astype(np.float32) - W) <= np.abs(W) * 2.0**-11 + 2.0**-25).all()
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    tool = [sys.executable, str(ROOT / "tools" / "quantize.py")]
+    for args, needle in [
+        ([str(tmp_path / "none.safetensors")], "none.safetensors: cannot read weights"),
+        ([str(SHIPPED), "--percentile", "0"], "--percentile must be in (0, 100]"),
+        ([str(ROOT / "README.md")], "README.md: not a safetensors file"),
+    ]:
+        result = subprocess.run([*tool, *args], capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1 and needle in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("width", [1, 2, 7, 32])
 def test_int4_packing_round_trips_every_value(width):
     q = np.resize(np.arange(-8, 8, dtype=np.int8), (3, width))

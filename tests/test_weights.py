@@ -1,5 +1,6 @@
 import json
 import struct
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ def small_file(tmp_path):
 
     model = ViT(SMALL)
     path = tmp_path / "w.safetensors"
-    meta = {"config": json.loads(SMALL.to_json()), "preprocess": {"mean": 0.1, "std": 0.3}}
+    meta = {"config": asdict(SMALL), "preprocess": {"mean": 0.1, "std": 0.3}}
     weights.save(path, get_state_dict(model), meta)
     return path, {k: v.numpy() for k, v in get_state_dict(model).items()}
 
@@ -75,12 +76,12 @@ def test_foreign_safetensors_is_not_taken_for_edgevit(tmp_path):
 def test_tensors_that_do_not_match_the_config_are_refused(small_file, tmp_path):
     path, original = small_file
     header = weights.read_header(path)
-    meta = dict(header.metadata, config=json.loads(ViTConfig(dim=16, depth=2, heads=2, mlp_dim=32).to_json()))
+    meta = dict(header.metadata, config=asdict(ViTConfig(dim=16, depth=2, heads=2, mlp_dim=32)))
     other = tmp_path / "mismatch.safetensors"
     weights.save(other, {k: Tensor(v) for k, v in original.items()}, meta)
     with pytest.raises(EdgeViTError, match=r"do not match the config.*missing blocks\.1\."):
         weights.load_model(other)
-    meta = dict(header.metadata, config=json.loads(ViTConfig(dim=16, depth=1, heads=2, mlp_dim=64).to_json()))
+    meta = dict(header.metadata, config=asdict(ViTConfig(dim=16, depth=1, heads=2, mlp_dim=64)))
     weights.save(other, {k: Tensor(v) for k, v in original.items()}, meta)
     with pytest.raises(EdgeViTError, match=r"blocks\.0\.mlp\.fc1\.weight is \(32, 16\) but the config needs \(64, 16\)"):
         weights.load_model(other)
