@@ -154,11 +154,10 @@ def quantize_file(
     data_dir=None,
 ) -> dict:
     """Quantize a float weights file into `out` (written atomically); returns the new file's metadata."""
-    import hashlib
     from pathlib import Path
 
     from edgevit.errors import EdgeViTError
-    from edgevit.weights import load_tensors, open_model_file, save
+    from edgevit.weights import file_sha256, load_tensors, open_model_file, save
 
     source, out = Path(source), Path(out)
     if out.exists() and out.resolve() == source.resolve():
@@ -169,7 +168,7 @@ def quantize_file(
         "scheme": scheme,
         "config": header.metadata["config"],
         "preprocess": header.metadata["preprocess"],
-        "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "source_sha256": file_sha256(source),
         "source_test_accuracy": header.metadata.get("metrics", {}).get("test_accuracy"),
     }
     scales = None

@@ -4,12 +4,14 @@ Compiling the graph takes seconds; a device that classifies one image per proces
 every time. `Classifier` pickles each captured JIT (the way openpilot ships tinygrad models) under
 the user's cache directory, keyed by (weights sha256, backend, tinygrad version, code fingerprint,
 batch size). A pickle is code, so a cache entry is only loaded from a directory that only this user
-can write, and only when its recorded weights checksum and its own payload checksum both match.
+can write, and only when its recorded weights checksum, its payload checksum and the output of a
+fixed probe input all match.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -35,14 +37,7 @@ BUFFER_NUMBERS = 2**48
 FINGERPRINTED = ("model.py", "runtime.py")
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
+@functools.cache
 def code_fingerprint() -> str:
     here = Path(__file__).resolve().parent
     return hashlib.sha256(b"".join((here / name).read_bytes() for name in FINGERPRINTED)).hexdigest()[:16]
@@ -91,11 +86,11 @@ class Classifier:
     """A weights file, ready to classify 28x28 images (float, [0, 255], white ink on black)."""
 
     def __init__(self, weights_path: str | os.PathLike, cache_dir: Path | str | None = "default", device: str | None = None):
-        from edgevit.weights import open_model_file
+        from edgevit.weights import file_sha256, open_model_file
 
         self.path = Path(weights_path)
         self.header, self.config, self.scheme, (self.mean, self.std) = open_model_file(self.path)
-        self.sha256 = _sha256_file(self.path)
+        self.sha256 = file_sha256(self.path)
         self.cache_dir = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
         if self.cache_dir is not None and not private_dir(self.cache_dir):
             self.cache_dir = None  # somebody else could plant code there: compile instead
@@ -220,14 +215,13 @@ class Classifier:
         from tinygrad import Tensor
 
         jit = self._jit(batch)
-        fresh = getattr(jit, "captured", None) is None
-        probs, attention = jit(Tensor(x))
-        out = probs.numpy(), attention.numpy()
-        if fresh and jit.captured is None:
-            probs, attention = jit(Tensor(x))  # the second call captures the graph...
-            out = probs.numpy(), attention.numpy()
+        fresh = jit.captured is None
         if fresh:
-            self._store(batch, jit)  # ...which is what the cache keeps
+            jit(Tensor(x))  # a new TinyJit runs eagerly first and captures its graph on the second call
+        probs, attention = jit(Tensor(x))
+        out = probs.numpy(), attention.numpy()  # copied out: the graph's output buffers are reused by every call
+        if fresh:
+            self._store(batch, jit)  # the captured graph is what the cache keeps (storing runs a probe call)
         return out
 
     # --- public ---------------------------------------------------------------------------------

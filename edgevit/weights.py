@@ -7,6 +7,7 @@ pixels were normalised with. Training checkpoints add the optimizer state (tenso
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -76,6 +77,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
             os.close(dir_fd)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def encode_metadata(values: dict[str, Any]) -> dict[str, str]:
