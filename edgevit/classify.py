@@ -61,7 +61,13 @@ def read_input(name: str, path: Path | None) -> bytes:
 
 
 def classify(
-    inputs: list[str], weights: str | os.PathLike, keep_attention: bool = False, device: str | None = None
+    inputs: list[str],
+    weights: str | os.PathLike,
+    keep_attention: bool = False,
+    device: str | None = None,
+    runtime: str = "tinygrad",
+    c_library: str | os.PathLike | None = None,
+    beam: int | None = None,
 ) -> list[Result]:
     """Classify every input; a failing input becomes a Result with `error`, the others still run."""
     import numpy as np
@@ -69,7 +75,8 @@ def classify(
     from edgevit.preprocess import preprocess
     from edgevit.runtime import Classifier
 
-    classifier = Classifier(weights, device=device)  # a bad weights file or backend fails the run before any image is read
+    # a bad weights file, backend or library fails the run before any image is read
+    classifier = Classifier(weights, device=device, runtime=runtime, c_library=c_library, beam=beam)
     results, images = [], []
     for name, path in expand_inputs(inputs):
         try:
@@ -132,6 +139,19 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("images", nargs="+", help="image files, directories of images, or - for an image on stdin")
     p.add_argument("--weights", help="weights file (default: $EDGEVIT_WEIGHTS or the shipped weights)")
     p.add_argument("--device", help="tinygrad backend, e.g. CPU, CUDA, METAL, CL (default: the best available)")
+    p.add_argument(
+        "--runtime",
+        choices=("tinygrad", "c"),
+        default="tinygrad",
+        help="tinygrad: the JIT graph on --device; c: the same graph exported to C, built once and cached (fastest on CPU)",
+    )
+    p.add_argument("--c-library", type=Path, metavar="LIB.so", help="with --runtime c: a library built by tools/export.py")
+    p.add_argument(
+        "--beam",
+        type=int,
+        metavar="N",
+        help="BEAM-search kernel shapes when compiling (tinygrad: minutes once; c: default 2); the cache keeps them",
+    )
     p.add_argument("--topk", type=int, default=1, metavar="K", help="show the K most likely digits (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON Lines: path, digit, confidence, probs")
     p.add_argument("--attention", type=Path, metavar="OUT.png", help="write attention maps (a folder for several images)")
@@ -141,7 +161,17 @@ def cli(argv: list[str] | None = None) -> int:
     if args.images.count(STDIN) > 1:
         raise EdgeViTError("stdin (-) can be read only once")
     weights = Path(args.weights) if args.weights else default_weights()
-    results = classify(args.images, weights, keep_attention=args.attention is not None, device=args.device)
+    if args.c_library is not None and args.runtime != "c":
+        raise EdgeViTError("--c-library needs --runtime c")
+    results = classify(
+        args.images,
+        weights,
+        keep_attention=args.attention is not None,
+        device=args.device,
+        runtime=args.runtime,
+        c_library=args.c_library,
+        beam=args.beam,
+    )
     for r in results:
         if args.json:
             fields = (

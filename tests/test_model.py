@@ -93,3 +93,42 @@ def test_gradients_reach_every_parameter():
 )
 def test_parameter_shapes_name_exactly_the_models_parameters(cfg):
     assert parameter_shapes(cfg) == {k: v.shape for k, v in get_state_dict(ViT(cfg)).items()}
+
+
+@pytest.mark.parametrize("scheme", ["fp32", "int8", "w8a8"])
+def test_inference_layout_computes_what_the_training_layout_does(scheme):
+    from tinygrad import dtypes, nn
+
+    from edgevit.model import InferenceLinear, QuantLinear
+
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((2, 5, 48)).astype(np.float32))
+    if scheme == "fp32":
+        layer = nn.Linear(48, 24)
+    else:
+        layer = QuantLinear(scheme, 48, 24)
+        layer.q = Tensor(rng.integers(-127, 128, (24, 48)).astype(np.int8), dtype=dtypes.int8)
+        layer.scale = Tensor(rng.uniform(0.001, 0.01, 24).astype(np.float32))
+        layer.bias = Tensor(rng.standard_normal(24).astype(np.float32))
+        if scheme == "w8a8":
+            layer.input_scale = Tensor([0.02])
+    expected = layer(x).numpy()
+    got = InferenceLinear(layer)(x).numpy()
+    assert InferenceLinear(layer).weight_t.shape == (48, 24)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_layout_swaps_every_linear_it_can():
+    cfg = SMALL
+    from edgevit.model import InferenceLinear, inference_layout, linear_layers, quantized_vit
+
+    x = Tensor(np.random.default_rng(1).standard_normal((3, 1, 28, 28)).astype(np.float32))
+    model = ViT(cfg)
+    logits, attention = model.forward(x)
+    inference_layout(model)
+    assert all(isinstance(getattr(o, a), InferenceLinear) for o, a in linear_layers(model).values())
+    new_logits, new_attention = model.forward(x)
+    np.testing.assert_allclose(new_logits.numpy(), logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(new_attention.numpy(), attention.numpy(), atol=1e-6)
+    int4 = inference_layout(quantized_vit(cfg, "int4"))  # packed nibbles: no transposed form, left as they are
+    assert not any(isinstance(getattr(o, a), InferenceLinear) for o, a in linear_layers(int4).values())

@@ -29,6 +29,14 @@ if ! command -v clang >/dev/null; then
   apt_install clang || die "clang is missing: install it (Debian/Ubuntu/Raspberry Pi OS: sudo apt-get install -y clang) and re-run"
 fi
 
+# the test that proves the exported C has no x86-only code compiles it for 64-bit ARM: that needs
+# the arm64 C headers (a compile-only check; nothing is linked or run)
+if [ ! -f /usr/aarch64-linux-gnu/include/math.h ]; then
+  say "installing the arm64 C headers (the C export is test-compiled for aarch64)"
+  apt_install libc6-dev-arm64-cross ||
+    say "warning: arm64 headers missing (sudo apt-get install -y libc6-dev-arm64-cross); the aarch64 compile test will fail"
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV"
   if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then

@@ -1,0 +1,190 @@
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, SHIPPED, run_module
+
+from edgevit import export
+from edgevit.errors import EdgeViTError
+from edgevit.quantize import quantize_file
+from edgevit.runtime import Classifier, CModel
+
+INT8 = ROOT / "weights" / "edgevit-mnist-int8.safetensors"
+N_IMAGES = 1000
+STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"]
+ARM64_SYSROOT = Path("/usr/aarch64-linux-gnu")
+
+
+def compile_c(compiler: str, out: Path, *sources: Path, flags=(), extra=()) -> None:
+    cmd = [compiler, *STRICT, *flags, "-o", str(out), *map(str, sources), *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr  # warning-free, not just error-free
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = {}
+    for name, weights in (("fp32", SHIPPED), ("int8", INT8)):
+        directory = tmp_path_factory.mktemp(f"c-{name}")
+        out[name] = (weights, directory, export.export(weights, directory))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tinygrad_reference(mnist, tmp_path_factory):
+    """What the tinygrad runtime says about the first 1,000 test images, per scheme."""
+    images = mnist.test.images[:N_IMAGES].astype(np.float32)
+    cache = tmp_path_factory.mktemp("jit-cache")
+    schemes = (("fp32", SHIPPED), ("int8", INT8))
+    return {name: Classifier(w, cache_dir=cache, device="CPU").predict(images) for name, w in schemes}
+
+
+def test_export_writes_the_promised_files_and_sizes(exported):
+    _, directory, result = exported["int8"]
+    assert sorted(p.name for p in directory.iterdir()) == sorted(export.SOURCES)
+    header = (directory / "edgevit_model.h").read_text()
+    assert "int edgevit_classify(const uint8_t image[EDGEVIT_PIXELS], float probs[EDGEVIT_NUM_CLASSES]);" in header
+    assert f"#define EDGEVIT_WEIGHTS_BYTES {result.weights_bytes}" in header
+    # the int8 weights stay int8: about a quarter of the fp32 export's constant data
+    assert result.weights_bytes < 0.3 * exported["fp32"][2].weights_bytes
+    source = (directory / "edgevit_model.c").read_text()
+    assert "static const signed char edgevit_blocks_0_attn_query_weight_t[4096]" in source
+    assert "malloc" not in source and "#include <stdio.h>" not in source
+    assert [line for line in source.splitlines() if line.startswith("#include")] == [
+        "#include <math.h>",
+        "#include <stddef.h>",
+        '#include "edgevit_model.h"',
+    ]
+
+
+@pytest.mark.parametrize("compiler", ["gcc", "clang"])
+def test_c_program_matches_the_tinygrad_runtime(exported, tinygrad_reference, mnist, tmp_path, compiler):
+    pgms = []
+    for i, image in enumerate(mnist.test.images[:N_IMAGES]):
+        pgms.append(tmp_path / f"{i}.pgm")
+        pgms[-1].write_bytes(b"P5\n# an MNIST test image\n28 28\n255\n" + image.tobytes())
+    for name, (weights, directory, _) in exported.items():
+        program = tmp_path / f"edgevit-{name}"
+        compile_c(compiler, program, directory / "main.c", directory / "edgevit_model.c", extra=["-lm"])
+        lines = subprocess.run([program, *map(str, pgms)], capture_output=True, text=True, check=True).stdout.splitlines()
+        digits = np.array([int(line.split()[0]) for line in lines])
+        np.testing.assert_array_equal(digits, tinygrad_reference[name].probs.argmax(1))
+
+        library = tmp_path / f"lib-{name}.so"
+        compile_c(compiler, library, directory / "edgevit_model.c", flags=["-fPIC", "-shared"], extra=["-lm"])
+        clf = Classifier(weights, cache_dir=None)
+        probs, attention = CModel(library, clf.sha256, clf.config)(mnist.test.images[:N_IMAGES])
+        np.testing.assert_allclose(probs, tinygrad_reference[name].probs, atol=1e-4)
+        np.testing.assert_allclose(attention, tinygrad_reference[name].attention, atol=1e-4)
+        assert (probs.argmax(1) == mnist.test.labels[:N_IMAGES]).mean() > 0.98
+
+
+def test_single_image_program_output_and_bad_input(exported, mnist, tmp_path):
+    _, directory, _ = exported["fp32"]
+    subprocess.run(["make", "-s", "-C", str(directory)], check=True, capture_output=True)
+    raw = tmp_path / "seven.raw"
+    raw.write_bytes(mnist.test.images[0].tobytes())  # 784 raw bytes work as well as a PGM
+    out = subprocess.run([directory / "edgevit", raw], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == str(mnist.test.labels[0]) and 0.5 < float(out[1]) <= 1.0 and len(out) == 2
+
+    big = tmp_path / "big.pgm"
+    big.write_bytes(b"P5 32 32 255\n" + bytes(32 * 32))
+    for path, message in ((big, "is 32x32; expected 28x28"), (tmp_path / "missing.pgm", "cannot open")):
+        done = subprocess.run([directory / "edgevit", path], capture_output=True, text=True)
+        assert done.returncode == 1 and message in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_export_compiles_for_64_bit_arm(exported, tmp_path):
+    """No x86-only code: the file compiles for aarch64 (compile only; needs libc6-dev-arm64-cross)."""
+    assert (ARM64_SYSROOT / "include" / "math.h").is_file(), "install the arm64 headers: apt-get install libc6-dev-arm64-cross"
+    for _, directory, _ in exported.values():
+        flags = ["--target=aarch64-linux-gnu", f"--sysroot={ARM64_SYSROOT}", "-c"]
+        compile_c("clang", tmp_path / "model.o", directory / "edgevit_model.c", flags=flags)
+        assert (tmp_path / "model.o").read_bytes()[18] == 183  # ELF e_machine = EM_AARCH64
+
+
+def test_w8a8_export_agrees_on_every_prediction(mnist, tmp_path):
+    """w8a8 rounds activations to int8, so float noise near a rounding boundary moves single
+    integers: the predictions must agree; probabilities differ by up to about 1e-3."""
+    w8a8 = tmp_path / "w8a8.safetensors"
+    quantize_file(SHIPPED, w8a8, "w8a8", calibration=256)
+    images = mnist.test.images[:200].astype(np.float32)
+    expected = Classifier(w8a8, cache_dir=None, device="CPU").predict(images).probs
+    clf = Classifier(w8a8, cache_dir=tmp_path / "cache", runtime="c", beam=0)
+    got = clf.predict(images).probs
+    np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
+    np.testing.assert_allclose(got, expected, atol=5e-3)
+
+
+def test_c_runtime_is_built_once_cached_and_checked(mnist, tmp_path, tinygrad_reference):
+    images = mnist.test.images[:20].astype(np.float32)
+    first = Classifier(INT8, cache_dir=tmp_path, runtime="c", beam=0)
+    np.testing.assert_allclose(first.predict(images).probs, tinygrad_reference["int8"].probs[:20], atol=1e-4)
+    assert first.cache_hits == [] and len(list(tmp_path.glob("*.so"))) == 1
+    second = Classifier(INT8, cache_dir=tmp_path, runtime="c", beam=0)
+    second.predict(images[:1])
+    assert second.cache_hits == [0]
+    # a library exported from other weights is refused, not silently used
+    with pytest.raises(EdgeViTError, match="exported from different weights"):
+        Classifier(SHIPPED, runtime="c", c_library=next(tmp_path.glob("*.so"))).predict(images[:1])
+    # the cache key holds the search width: a different one builds a different library
+    assert Classifier(INT8, cache_dir=tmp_path, runtime="c", beam=1).cache_key(0) != second.cache_key(0)
+    with pytest.raises(EdgeViTError, match="the C runtime runs on this CPU"):
+        Classifier(INT8, runtime="c", device="CPU")
+
+
+def test_classify_cli_with_the_c_runtime(tmp_path):
+    env = {**os.environ, "EDGEVIT_CACHE": str(tmp_path)}
+    done = run_module("edgevit.classify", "--runtime", "c", str(ROOT / "samples" / "mnist-3.png"), env=env)
+    assert done.returncode == 0 and done.stdout.split()[1] == "3", done.stderr
+    done = run_module("edgevit.classify", "--c-library", "x.so", str(ROOT / "samples" / "mnist-3.png"), env=env)
+    assert done.returncode == 1 and done.stderr.strip() == "edgevit-classify: error: --c-library needs --runtime c"
+
+
+def test_unsupported_schemes_and_bad_paths_fail_in_one_line(tmp_path):
+    fp16 = tmp_path / "fp16.safetensors"
+    quantize_file(SHIPPED, fp16, "fp16")
+    with pytest.raises(EdgeViTError, match="supports fp32, int8 and w8a8 weights, not fp16"):
+        export.export(fp16, tmp_path / "out")
+    (tmp_path / "file").write_text("")
+    done = subprocess.run(
+        [ROOT / ".venv" / "bin" / "python", ROOT / "tools" / "export.py", SHIPPED, "-o", tmp_path / "file"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"export.py: error: {tmp_path / 'file'} exists and is not a directory"
+
+
+def test_memory_plan_never_overlaps_live_buffers():
+    from tinygrad import dtypes
+
+    rng = np.random.default_rng(0)
+    bufs = []
+    for i in range(60):
+        first = int(rng.integers(0, 40))
+        dtype = dtypes.float32 if i % 3 else dtypes.int8
+        last = first + int(rng.integers(0, 8))
+        bufs.append(export.Buffer(f"b{i}", dtype, int(rng.integers(1, 500)), "scratch", first=first, last=last))
+    graph = export.Graph({}, [], bufs)
+    export._plan_memory(graph)
+    for a in bufs:
+        assert a.offset + a.count <= graph.arenas[a.dtype]
+        for b in bufs:
+            if a is not b and a.dtype == b.dtype and a.first <= b.last and b.first <= a.last:
+                assert a.offset + a.count <= b.offset or b.offset + b.count <= a.offset
+    # sharing must actually happen: far less than the sum of all buffers
+    assert sum(graph.arenas.values()) < 0.6 * sum(b.count for b in bufs)
+
+
+def test_float_literals_round_trip_exactly():
+    from tinygrad import dtypes
+
+    values = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
+    values = np.concatenate([values, np.float32([0, -0.0, 3, 1e-38, 3e38])])
+    literals = export._literal(dtypes.float32, values)
+    assert all(s.endswith("f") and any(c in s for c in ".e") for s in literals)
+    np.testing.assert_array_equal(np.float32([float(s[:-1]) for s in literals]), values)
+    assert export._literal(dtypes.float32, np.float32([np.inf, -np.inf, np.nan])) == ["INFINITY", "-INFINITY", "NAN"]

@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+from conftest import SHIPPED
+from tinygrad import Tensor
+
+from edgevit.data import normalize
+from edgevit.errors import EdgeViTError
+from edgevit.reference import float_weights, numpy_forward, torch_vit
+from edgevit.weights import load_model
+
+
+@pytest.fixture(scope="module")
+def shipped_logits(mnist):
+    w, config, (mean, std) = float_weights(SHIPPED)
+    x = normalize(mnist.test.images[:32], mean, std)
+    model, _ = load_model(SHIPPED)
+    return w, config, x, model(Tensor(x)).numpy()
+
+
+def test_numpy_forward_matches_the_tinygrad_model(shipped_logits):
+    w, config, x, expected = shipped_logits
+    np.testing.assert_allclose(numpy_forward(w, config, x), expected, atol=1e-4)
+
+
+def test_pytorch_module_matches_the_tinygrad_model(shipped_logits):
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional [bench] extra")
+    w, config, x, expected = shipped_logits
+    with torch.inference_mode():
+        got = torch_vit(w, config)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_quantized_files_are_refused(tmp_path):
+    from conftest import ROOT
+
+    with pytest.raises(EdgeViTError, match="float"):
+        float_weights(ROOT / "weights" / "edgevit-mnist-int8.safetensors")

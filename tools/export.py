@@ -1,0 +1,46 @@
+"""Export EdgeViT weights (fp32, int8 or w8a8) as a dependency-free C99 library and example program.
+
+    python tools/export.py weights/edgevit-mnist-int8.safetensors -o build/edgevit-c
+    make -C build/edgevit-c && build/edgevit-c/edgevit digit.pgm
+
+A thin command line over edgevit.export; files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgevit.cli import run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="export.py", description="Export EdgeViT weights as C99 source.")
+    p.add_argument("weights", type=Path, help="an EdgeViT weights file (fp32, int8 or w8a8)")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUTDIR", help="directory for the C sources")
+    p.add_argument(
+        "--beam",
+        type=int,
+        default=0,
+        metavar="N",
+        help="search kernel shapes by timing them on this machine (e.g. 2; minutes once, then cached); "
+        "tunes for this CPU, so leave it at 0 when the target is a different one",
+    )
+    args = p.parse_args(argv)
+
+    from edgevit.export import export
+
+    result = export(args.weights, args.out, beam=args.beam)
+    for path in result.files.values():
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    print(
+        f"model: {result.kernels} kernels, {result.steps} kernel calls per image; "
+        f"weights (flash) {result.weights_bytes:,} bytes, static RAM {result.ram_bytes:,} bytes, no heap"
+    )
+    print(f"build: make -C {args.out}    run: {args.out / 'edgevit'} digit.pgm", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run("export.py", main)
