@@ -88,3 +88,25 @@ def test_mismatched_and_wrong_shape_inputs_are_clear_errors(tiny_weights, tmp_pa
         Classifier(bad, cache_dir=None)
     with pytest.raises(EdgeViTError, match=r"expected images of shape \(N, 28, 28\)"):
         Classifier(tiny_weights, cache_dir=None).predict(np.zeros((2, 32, 32)))
+
+
+def test_direct_cpu_replay_is_bit_identical_to_tinygrads_own(tiny_weights, tmp_path, mnist):
+    from edgevit.runtime import CPUReplay
+
+    images = mnist.test.images[:12].astype(np.float32)
+    fast = Classifier(tiny_weights, cache_dir=tmp_path, device="CPU")
+    got_single = np.concatenate([fast.predict(images[i : i + 1]).probs for i in range(3)])
+    got_batch = fast.predict(images)
+    assert all(isinstance(fast._replays[b], CPUReplay) for b in (1, 64))
+
+    slow = Classifier(tiny_weights, cache_dir=None, device="CPU")
+    slow._replays = {1: None, 64: None}  # tinygrad's own replay only
+    np.testing.assert_array_equal(got_single, np.concatenate([slow.predict(images[i : i + 1]).probs for i in range(3)]))
+    expected = slow.predict(images)
+    np.testing.assert_array_equal(got_batch.probs, expected.probs)
+    np.testing.assert_array_equal(got_batch.attention, expected.attention)
+
+    # a replay that would not reproduce tinygrad's outputs is never used
+    jit, (inp, _) = fast._jits[1], fast._inputs[1]
+    wrong = tuple(np.ones_like(a) for a in fast._run(1, np.zeros((1, 1, 28, 28), np.float32)))
+    assert CPUReplay.build(jit, inp, wrong) is None

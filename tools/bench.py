@@ -130,22 +130,32 @@ def measure_pytorch(path: str, effort: Effort) -> dict:
     from edgevit.reference import float_weights, torch_vit
 
     w, config, (mean, std) = float_weights(path)
+    # the same device EdgeViT's default backend would use: a GPU where there is one
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
-    model = torch_vit(w, config)
-    row = {"device": f"CPU (torch {torch.__version__}, {torch.get_num_threads()} threads)", "compile_s": None}
-    x = torch.from_numpy(normalize(_test_images(256), mean, std))
+    model = torch_vit(w, config).to(device)
+    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    row = {"device": f"{name} (torch {torch.__version__})", "compile_s": None}
+    x = torch.from_numpy(normalize(_test_images(256), mean, std)).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     with torch.inference_mode():
         model(x[:1])
+        sync()
         row["compile_s"] = time.perf_counter() - start  # building the module and its first call
-        row["batch1_ms_median"], row["batch1_ms_p90"] = _latencies(lambda: model(x[:1]), effort.batch1_calls * 5, effort.warmup)
+
+        def forward(batch: int) -> None:
+            model(x[:batch])
+            sync()  # a GPU call returns before the work is done
+
+        row["batch1_ms_median"], row["batch1_ms_p90"] = _latencies(lambda: forward(1), effort.batch1_calls * 5, effort.warmup)
         for batch in (64, 256):
-            row[f"batch{batch}_ips"] = _throughput(lambda batch=batch: model(x[:batch]), batch, effort.batch_repeats)
+            row[f"batch{batch}_ips"] = _throughput(lambda batch=batch: forward(batch), batch, effort.batch_repeats)
     if effort.train_steps:
-        row["train_ips"] = _pytorch_train_ips(model, config, effort)
+        row["train_ips"] = _pytorch_train_ips(model, config, device, effort)
     return row
 
 
-def _pytorch_train_ips(model, config, effort: Effort) -> float:
+def _pytorch_train_ips(model, config, device: str, effort: Effort) -> float:
     """The same step as edgevit.train: AdamW, label smoothing 0.1, the same batches."""
     import torch
 
@@ -153,7 +163,7 @@ def _pytorch_train_ips(model, config, effort: Effort) -> float:
     from edgevit.train import Trainer, TrainSettings
 
     trainer = Trainer(config, TrainSettings(batch_size=TRAIN_BATCH), load_dataset())
-    batches = [tuple(map(torch.from_numpy, trainer.batch(0, i))) for i in range(effort.train_steps + 3)]
+    batches = [tuple(torch.from_numpy(a).to(device) for a in trainer.batch(0, i)) for i in range(effort.train_steps + 3)]
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
 
