@@ -485,8 +485,8 @@ int main(int argc, char **argv) {
 MAKEFILE = """# Build the exported EdgeViT model. Nothing but a C99 compiler and libm is needed.
 #   make                                   native build: ./edgevit digit.pgm
 #   make libedgevit.so                     shared library (edgevit-classify --runtime c --c-library ...)
-#   make CC=aarch64-linux-gnu-gcc          64-bit ARM (Raspberry Pi 3/4/5), with a cross gcc
-#   make CC="clang --target=aarch64-linux-gnu --sysroot=/path/to/arm64/sysroot"
+#   make CC=aarch64-linux-gnu-gcc          64-bit ARM (Raspberry Pi 3/4/5) from x86: apt-get install gcc-aarch64-linux-gnu
+#   make CC=clang                          on x86, clang's int8 code is about 2x faster than gcc 12's
 CFLAGS ?= -O2
 CFLAGS += -std=c99 -Wall -Wextra
 LDLIBS = -lm
