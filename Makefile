@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-slow lint format
+.PHONY: setup demo test test-slow bench lint format
 setup:
 	@bash tools/setup.sh
 
@@ -18,6 +18,11 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# EdgeViT against PyTorch and numpy on this machine (installs the [bench] extra: PyTorch, CPU build)
+bench: setup
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
+	$(PY) tools/bench.py
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

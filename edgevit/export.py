@@ -26,7 +26,6 @@ from tinygrad.uop.ops import Ops, PatternMatcher, UOp, UPat
 
 from edgevit.errors import EdgeViTError
 
-EXPORT_FORMAT = 1
 PREFIX = "edgevit"
 SOURCES = ("edgevit_model.c", "edgevit_model.h", "main.c", "Makefile")
 # the library is built for this machine from kernels BEAM-searched on it; BEAM times candidates as
@@ -118,12 +117,11 @@ class Graph:
         return [b for b in self.buffers if b.role == role]
 
 
-def capture(header, config, scheme: str, probe: np.ndarray, beam: int = 0) -> tuple[Graph, tuple[np.ndarray, np.ndarray]]:
+def capture(header, config, scheme: str, probe: np.ndarray, beam: int = 0) -> Graph:
     """Compile the batch-1 inference graph with `PortableC` on the CPU backend and take it apart.
 
-    `beam` > 0 lets tinygrad search each kernel's loop shapes by timing them on this machine (cached
-    by tinygrad on disk). Returns the graph and what tinygrad computed for `probe` (normalised
-    (1, 1, H, W)) with it.
+    `probe` is any normalised (1, 1, H, W) input to run the graph with. `beam` > 0 lets tinygrad
+    search each kernel's loop shapes by timing them on this machine (cached by tinygrad on disk).
     """
     from tinygrad import Context, Device, Tensor, TinyJit
     from tinygrad.nn.state import get_state_dict
@@ -143,11 +141,10 @@ def capture(header, config, scheme: str, probe: np.ndarray, beam: int = 0) -> tu
         with Context(BEAM=beam):
             for _ in range(3):  # eager, capture, replay: the replay runs the captured kernels
                 probs, attention = jit(Tensor(probe))
-        outputs = probs.numpy(), attention.numpy()
     finally:
         device.renderers = original
     names = {t.uop.base: name.replace(".", "_") for name, t in get_state_dict(model).items()}
-    return _take_apart(jit.captured.linear, (probs.uop.base, attention.uop.base), names), outputs
+    return _take_apart(jit.captured.linear, (probs.uop.base, attention.uop.base), names)
 
 
 def _take_apart(linear: UOp, outputs: tuple[UOp, UOp], names: dict[UOp, str]) -> Graph:
@@ -195,7 +192,8 @@ def _take_apart(linear: UOp, outputs: tuple[UOp, UOp], names: dict[UOp, str]) ->
 
 
 def _classify(u: UOp, index: int, written: bool, outputs: tuple[UOp, UOp], names: dict[UOp, str], buffers) -> Buffer:
-    count = u.numel() if u.op is Ops.PARAM else int(np.prod(u.shape))
+    count = int(np.prod(u.shape))
+    _c_name(u.dtype)  # refuses a dtype the C file could not declare
     if u.op is Ops.PARAM:
         return Buffer(f"{PREFIX}_input", u.dtype, count, "input")
     if u in outputs:
@@ -205,7 +203,6 @@ def _classify(u: UOp, index: int, written: bool, outputs: tuple[UOp, UOp], names
         return Buffer(f"{PREFIX}_scratch_{_c_name(u.dtype)}", u.dtype, count, "scratch")
     if u.op is not Ops.BUFFER or u not in buffers:
         raise EdgeViTError(f"cannot export a read-only {u.op.name} argument: only whole weight buffers are supported")
-    _c_name(u.dtype)
     data = buffers[u].numpy().view(NUMPY_TYPES[u.dtype]).reshape(-1)[:count].copy()
     return Buffer(f"{PREFIX}_{names.get(u, f'const{index}')}", u.dtype, count, "weight", data)
 
@@ -525,7 +522,7 @@ def export(weights_path: str | os.PathLike, out_dir: str | os.PathLike, beam: in
         raise EdgeViTError(f"{out_dir} exists and is not a directory")
     if beam < 0:
         raise EdgeViTError(f"--beam must be 0 (no search) or more, not {beam}")
-    graph, _ = capture(header, config, scheme, probe_image(config), beam)
+    graph = capture(header, config, scheme, probe_image(config), beam)
     c, h = render(graph, config, mean, std, file_sha256(weights_path), weights_path.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     contents = dict(zip(SOURCES, (c, h, MAIN_C, MAKEFILE), strict=True))

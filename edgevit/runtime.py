@@ -429,7 +429,7 @@ class Classifier:
         if fresh:
             self._store(batch, jit)  # the captured graph is what the cache keeps (storing runs a probe call)
         if batch not in self._replays and self._inputs[batch][1] is not None:
-            self._inputs[batch][1][:] = x  # the probe call of _store wrote its own input
+            # the reused input still holds x: a replay must reproduce `out` from it exactly
             self._replays[batch] = CPUReplay.build(jit, self._inputs[batch][0], out)
         return out
 
@@ -447,9 +447,9 @@ class Classifier:
                 if library.is_file():
                     self.cache_hits.append(0)  # 0 stands for the C library
                 else:
-                    from edgevit.export import build_library
+                    from edgevit.export import LIBRARY_BEAM, build_library
 
-                    build_library(self.path, library, **({} if self.beam is None else {"beam": self.beam}))
+                    build_library(self.path, library, LIBRARY_BEAM if self.beam is None else self.beam)
                 self._c_model = CModel(library, self.sha256, self.config, usable_cores())  # loaded: the file may go
         return self._c_model
 
