@@ -127,6 +127,13 @@ class CPUReplay:
 
     def __init__(self, launches: list, jit, outputs: tuple):
         self._launches, self._jit, self.outputs = launches, jit, outputs  # the jit owns the buffers
+        # a kernel tinygrad split over cores is one launch per core: they run at the same time here,
+        # where tinygrad's own replay runs them one after another on one core
+        threads = max(len(per_core) for _, per_core in launches)
+        if threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(threads - 1)
 
     @classmethod
     def build(cls, jit, input_tensor, expected: tuple[np.ndarray, ...]) -> CPUReplay | None:
@@ -148,18 +155,26 @@ class CPUReplay:
                     return None
                 (threads, *_), _ = program.arg.launch_dims({})
                 args = [b.get_buf(b.device).va_addr for b in bufs] + [0] * len(program.arg.vars)
+                per_core = []
                 for tid in range(threads):  # what CPUProgram.__call__ does for a kernel split over cores
                     if "core_id" in runtime.runtimevars:
                         args[runtime.runtimevars["core_id"]] = tid
-                    launches.append((runtime.fxn, tuple(ctypes.c_uint64(a) for a in args)))
+                    per_core.append(tuple(ctypes.c_uint64(a) for a in args))
+                launches.append((runtime.fxn, per_core))
         except (AttributeError, KeyError, TypeError, ValueError):
             return None
         replay = cls(launches, jit, tuple(jit.captured.ret))
         return replay if all(np.array_equal(a, b) for a, b in zip(replay(), expected, strict=True)) else None
 
     def __call__(self) -> tuple[np.ndarray, ...]:
-        for fxn, args in self._launches:
-            fxn(*args)
+        for fxn, per_core in self._launches:
+            if len(per_core) == 1:
+                fxn(*per_core[0])
+                continue
+            others = [self._pool.submit(fxn, *args) for args in per_core[1:]]  # ctypes releases the GIL
+            fxn(*per_core[0])
+            for done in others:
+                done.result()
         return tuple(host_view(t).copy() for t in self.outputs)
 
 

@@ -98,6 +98,8 @@ def test_direct_cpu_replay_is_bit_identical_to_tinygrads_own(tiny_weights, tmp_p
     got_single = np.concatenate([fast.predict(images[i : i + 1]).probs for i in range(3)])
     got_batch = fast.predict(images)
     assert all(isinstance(fast._replays[b], CPUReplay) for b in (1, 64))
+    # the batched graph has kernels tinygrad splits over cores: the replay runs those in parallel
+    assert any(len(per_core) > 1 for _, per_core in fast._replays[64]._launches)
 
     slow = Classifier(tiny_weights, cache_dir=None, device="CPU")
     slow._replays = {1: None, 64: None}  # tinygrad's own replay only
