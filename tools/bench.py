@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEIGHTS = ROOT / "weights" / "edgevit-mnist.safetensors"
 SAMPLE = ROOT / "samples" / "mnist-3.png"
 KEYS = ("runtime", "scheme", "device", "train_ips", "batch1_ms_median", "batch1_ms_p90", "batch64_ips", "batch256_ips")
-KEYS += ("compile_s", "peak_rss_mb", "classify_cold_s", "classify_warm_s")
+KEYS += ("compile_s", "peak_rss_mb", "classify_cold_s", "classify_warm_s", "beam")
+SEARCHED = 2  # the extra row: the tinygrad runtime with BEAM-searched kernels (`edgevit-classify --beam 2`)
 SCHEMES = ("fp32", "int8", "w8a8", "fp16", "int4")
 C_SCHEMES = ("fp32", "int8", "w8a8")
 TRAIN_BATCH = 128
@@ -73,10 +74,10 @@ def _test_images(n: int) -> np.ndarray:
     return load_dataset().test.images[:n].astype(np.float32)
 
 
-def measure_edgevit(path: str, effort: Effort) -> dict:
+def measure_edgevit(path: str, effort: Effort, beam: int | None = None) -> dict:
     from edgevit.runtime import Classifier, padded_batches
 
-    clf = Classifier(path, cache_dir=None)
+    clf = Classifier(path, cache_dir=None, beam=beam)
     images = _test_images(256)
     start = time.perf_counter()
     clf.predict(images[:1])
@@ -88,7 +89,7 @@ def measure_edgevit(path: str, effort: Effort) -> dict:
         # one graph of exactly this batch size, fed already-normalised input: the runtime's own cost
         x, _ = next(padded_batches(images[:batch], batch, clf.mean, clf.std))
         row[f"batch{batch}_ips"] = _throughput(lambda x=x, batch=batch: clf._run(batch, x), batch, effort.batch_repeats)
-    if effort.train_steps and clf.scheme == "fp32":
+    if effort.train_steps and clf.scheme == "fp32" and not beam:  # a searched training step compiles for 11 min
         row["train_ips"] = _edgevit_train_ips(clf.config, effort)
     return row
 
@@ -201,12 +202,13 @@ def measure_numpy(path: str, effort: Effort) -> dict:
 MEASURES = {"edgevit": measure_edgevit, "c": measure_c, "pytorch": measure_pytorch, "numpy": measure_numpy}
 
 
-def measure_row(runtime: str, scheme: str, path: str, quick: bool) -> dict:
+def measure_row(runtime: str, scheme: str, path: str, quick: bool, beam: int | None) -> dict:
+    from edgevit.export import LIBRARY_BEAM
     from edgevit.quantize import peak_rss
 
     row = dict.fromkeys(KEYS)
-    row.update(runtime=runtime, scheme=scheme)
-    row.update(MEASURES[runtime](path, Effort(quick)))
+    row.update(runtime=runtime, scheme=scheme, beam={"edgevit": beam or 0, "c": LIBRARY_BEAM}.get(runtime))
+    row.update(MEASURES[runtime](path, Effort(quick), *([beam] if beam else [])))
     row["peak_rss_mb"] = peak_rss() / 2**20
     return row
 
@@ -243,9 +245,10 @@ def check_references(path: Path) -> float:
     return worst
 
 
-def classify_walls(path: Path, runtime: str) -> tuple[float, float]:
+def classify_walls(path: Path, runtime: str, beam: int | None) -> tuple[float, float]:
     """Wall time of `edgevit-classify SAMPLE` with an empty cache, then again with it warm."""
     cmd = [str(Path(sys.executable).parent / "edgevit-classify"), str(SAMPLE), "--weights", str(path)]
+    cmd += ["--beam", str(beam)] if beam else []
     if runtime == "pytorch":
         cmd = [sys.executable, __file__, "--classify-with-pytorch", str(path), str(SAMPLE)]
     elif runtime == "c":
@@ -277,6 +280,10 @@ def classify_with_pytorch(weights: str, image: str) -> int:
 
 
 # --- report ---------------------------------------------------------------------------------------
+def label(row: dict) -> str:
+    return f"{row['runtime']} (BEAM={row['beam']})" if row["runtime"] == "edgevit" and row["beam"] else row["runtime"]
+
+
 def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
@@ -300,7 +307,7 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [
-            r["runtime"],
+            label(r),
             r["scheme"],
             _fmt(r["train_ips"], ",.0f"),
             f"{_fmt(r['batch1_ms_median'], '.3f')} / {_fmt(r['batch1_ms_p90'], '.3f')}",
@@ -331,7 +338,7 @@ def targets(rows: list[dict]) -> list[str]:
             ratio = r[key] / torch_row[key]
             met = ratio <= bound if lower_is_better else ratio >= bound
             sign, verdict = ("<=" if lower_is_better else ">="), ("met" if met else "MISSED")
-            out.append(f"{name} ({runtime} {r['scheme']}): {ratio:.2f}x PyTorch, target {sign} {bound:.2f}x: {verdict}")
+            out.append(f"{name} ({label(r)} {r['scheme']}): {ratio:.2f}x PyTorch, target {sign} {bound:.2f}x: {verdict}")
 
     judge("batch-1 latency", "edgevit", "batch1_ms_median", 1.0, True)
     judge("batch-1 latency", "c", "batch1_ms_median", 1 / 3, True)
@@ -342,7 +349,7 @@ def targets(rows: list[dict]) -> list[str]:
         if r["classify_warm_s"] is not None and r["runtime"] in ("edgevit", "c"):
             ok = "met" if r["classify_warm_s"] < 1.0 else "MISSED"
             out.append(
-                f"cached start ({r['runtime']} {r['scheme']}): warm classify {r['classify_warm_s']:.2f} s, target < 1 s: {ok}"
+                f"cached start ({label(r)} {r['scheme']}): warm classify {r['classify_warm_s']:.2f} s, target < 1 s: {ok}"
             )
     return out
 
@@ -378,13 +385,14 @@ def main(argv: list[str] | None = None) -> int:
         for scheme in schemes[1:]:
             files[scheme] = Path(tmp) / f"{scheme}.safetensors"
             quantize_file(args.weights, files[scheme], scheme)
-        plan = [(r, "fp32") for r in references]
-        plan += [("edgevit", s) for s in schemes] + [("c", s) for s in schemes if s in C_SCHEMES]
-        for runtime, scheme in plan:
-            print(f"measuring {runtime} {scheme}", file=sys.stderr, flush=True)
-            row = apart(measure_row, runtime, scheme, str(files[scheme]), args.quick)
+        plan = [(r, "fp32", None) for r in references] + [("edgevit", s, None) for s in schemes]
+        plan += [] if args.quick else [("edgevit", "fp32", SEARCHED)]
+        plan += [("c", s, None) for s in schemes if s in C_SCHEMES]
+        for runtime, scheme, beam in plan:
+            print(f"measuring {runtime} {scheme}{f' BEAM={beam}' if beam else ''}", file=sys.stderr, flush=True)
+            row = apart(measure_row, runtime, scheme, str(files[scheme]), args.quick, beam)
             if not args.quick and runtime != "numpy":
-                row["classify_cold_s"], row["classify_warm_s"] = classify_walls(files[scheme], runtime)
+                row["classify_cold_s"], row["classify_warm_s"] = classify_walls(files[scheme], runtime, beam)
             rows.append(row)
     print(markdown(rows))
     print()
