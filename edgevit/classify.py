@@ -135,13 +135,15 @@ def write_attention(out: Path, results: list[Result]) -> list[Path]:
 def cli(argv: list[str] | None = None) -> int:
     import argparse
 
+    from edgevit.runtime import RUNTIMES
+
     p = argparse.ArgumentParser(prog="edgevit-classify", description="Classify images of handwritten or printed digits.")
     p.add_argument("images", nargs="+", help="image files, directories of images, or - for an image on stdin")
     p.add_argument("--weights", help="weights file (default: $EDGEVIT_WEIGHTS or the shipped weights)")
     p.add_argument("--device", help="tinygrad backend, e.g. CPU, CUDA, METAL, CL (default: the best available)")
     p.add_argument(
         "--runtime",
-        choices=("tinygrad", "c"),
+        choices=RUNTIMES,
         default="tinygrad",
         help="tinygrad: the JIT graph on --device; c: the same graph exported to C, built once and cached (fastest on CPU)",
     )

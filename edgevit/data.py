@@ -207,3 +207,22 @@ def warp_affine(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
 def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random small affine per image, vectorised over the batch; float32 on [0, 255]."""
     return warp_affine(images, random_affines(rng, len(images)))
+
+
+def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def training_batch(
+    split: Split, epoch: int, index: int, *, batch_size: int, seed: int, do_augment: bool, mean: float, std: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batch `index` of `epoch` (0-based): normalised float32 images (B, 1, H, W) and int32 labels.
+
+    A pure function of its arguments: order and augmentation come from generators seeded by (seed,
+    epoch, step), so a resumed run, or another framework being benchmarked, sees the same batches.
+    """
+    idx = batch_order(seed, epoch, len(split.images))[index * batch_size : (index + 1) * batch_size]
+    images = split.images[idx]
+    if do_augment:
+        images = augment(images, np.random.default_rng([seed, epoch, index]))
+    return normalize(images, mean, std), split.labels[idx].astype(np.int32)

@@ -37,7 +37,7 @@ LIBRARY_BEAM = 2
 # anything the portable renderer must never leave in the generated C
 NON_PORTABLE = re.compile(r"__builtin|__attribute__|ext_vector_type|__fp16|_Float16|\blong\b|\bdouble\b")
 C_TYPES = {dtypes.float32: "float", dtypes.int32: "int", dtypes.int8: "signed char", dtypes.uint8: "unsigned char"}
-NUMPY_TYPES = {dtypes.float32: np.float32, dtypes.int32: np.int32, dtypes.int8: np.int8, dtypes.uint8: np.uint8}
+SCHEMES = ("fp32", "int8", "w8a8")  # fp16: C99 has no portable half type; int4: packed nibbles
 
 
 # tinygrad compiles each kernel alone, freestanding, without math.h: this prelude makes a kernel
@@ -52,14 +52,18 @@ def _render_bitcast(ctx, x: UOp) -> str | None:
     if x.addrspace in (AddrSpace.GLOBAL, AddrSpace.LOCAL):
         return None  # a pointer cast, which ClangRenderer already writes as plain C
     # C99 reinterprets bits through a union; a compound literal keeps it one expression
-    source, target = C_TYPES[x.src[0].dtype], C_TYPES[x.dtype]
+    source, target = _c_type(x.src[0].dtype), _c_type(x.dtype)
     return f"(((union {{ {source} from; {target} to; }}){{ .from = {ctx[x.src[0]]} }}).to)"
 
 
-def _c_name(dtype: DType) -> str:
+def _c_type(dtype: DType) -> str:
     if dtype not in C_TYPES:
-        raise EdgeViTError(f"the graph uses {dtype.name}, which the C export does not support (fp32, int8 and w8a8 are)")
-    return C_TYPES[dtype].replace(" ", "_")
+        raise EdgeViTError(f"the graph uses {dtype.name}, which the C export does not support")
+    return C_TYPES[dtype]
+
+
+def _arena_name(dtype: DType) -> str:
+    return f"{PREFIX}_scratch_{_c_type(dtype).replace(' ', '_')}"
 
 
 class PortableC(ClangRenderer):
@@ -116,6 +120,16 @@ class Graph:
 
     def role(self, role: str) -> list[Buffer]:
         return [b for b in self.buffers if b.role == role]
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(b.nbytes for b in self.role("weight"))
+
+    @property
+    def ram_bytes(self) -> int:
+        """Every static mutable array: the input, the outputs and the scratch arenas."""
+        io = sum(b.nbytes for b in self.buffers if b.role in ("input", "probs", "attention"))
+        return io + sum(n * dt.itemsize for dt, n in self.arenas.items())
 
 
 def capture(header, config, scheme: str, probe: np.ndarray, beam: int = 0) -> Graph:
@@ -194,17 +208,17 @@ def _take_apart(linear: UOp, outputs: tuple[UOp, UOp], names: dict[UOp, str]) ->
 
 def _classify(u: UOp, index: int, written: bool, outputs: tuple[UOp, UOp], names: dict[UOp, str], buffers) -> Buffer:
     count = int(np.prod(u.shape))
-    _c_name(u.dtype)  # refuses a dtype the C file could not declare
+    _c_type(u.dtype)  # refuses a dtype the C file could not declare
     if u.op is Ops.PARAM:
         return Buffer(f"{PREFIX}_input", u.dtype, count, "input")
     if u in outputs:
         role = ("probs", "attention")[outputs.index(u)]
         return Buffer(f"{PREFIX}_{role}", u.dtype, count, role)
     if written:
-        return Buffer(f"{PREFIX}_scratch_{_c_name(u.dtype)}", u.dtype, count, "scratch")
+        return Buffer(_arena_name(u.dtype), u.dtype, count, "scratch")
     if u.op is not Ops.BUFFER or u not in buffers:
         raise EdgeViTError(f"cannot export a read-only {u.op.name} argument: only whole weight buffers are supported")
-    data = buffers[u].numpy().view(NUMPY_TYPES[u.dtype]).reshape(-1)[:count].copy()
+    data = buffers[u].numpy()[:count].copy()
     return Buffer(f"{PREFIX}_{names.get(u, f'const{index}')}", u.dtype, count, "weight", data)
 
 
@@ -247,7 +261,7 @@ def _array(buf: Buffer, per_line: int = 12) -> str:
     values = _literal(buf.dtype, buf.data)
     lines = [", ".join(values[i : i + per_line]) for i in range(0, len(values), per_line)]
     body = ",\n  ".join(lines)
-    return f"static const {C_TYPES[buf.dtype]} {buf.name}[{buf.count}] = {{\n  {body}\n}};"
+    return f"static const {_c_type(buf.dtype)} {buf.name}[{buf.count}] = {{\n  {body}\n}};"
 
 
 def _argument(buf: Buffer) -> str:
@@ -273,9 +287,7 @@ def render(graph: Graph, config, mean: float, std: float, model_id: str, source_
     if inp.count != pixels or probs.count != config.num_classes:
         raise EdgeViTError(f"graph input/output sizes {inp.count}/{probs.count} do not match the model config")
     weights = graph.role("weight")
-    weights_bytes = sum(b.nbytes for b in weights)
-    mutable = [inp, probs, attention]
-    ram_bytes = sum(b.nbytes for b in mutable) + sum(n * dt.itemsize for dt, n in graph.arenas.items())
+    weights_bytes, ram_bytes = graph.weights_bytes, graph.ram_bytes
 
     kernels_c = "\n".join(source.replace(KERNEL_PRELUDE, "") for source in graph.kernels.values())
     leftover = NON_PORTABLE.search(kernels_c)
@@ -320,7 +332,7 @@ const char *edgevit_model_id(void);
 #endif
 """
     weight_arrays = "\n\n".join(_array(b) for b in weights)
-    arenas = "\n".join(f"static {C_TYPES[dt]} {PREFIX}_scratch_{_c_name(dt)}[{n}];" for dt, n in graph.arenas.items())
+    arenas = "\n".join(f"static {_c_type(dt)} {_arena_name(dt)}[{n}];" for dt, n in graph.arenas.items())
     c = f"""/* EdgeViT model exported from {source_name} (weights sha256 {model_id}).
  * Generated by `python tools/export.py` from tinygrad's compiled graph; regenerate rather than edit.
  * C99; needs only math.h. Weights: {len(weights)} const arrays, {weights_bytes} bytes.
@@ -502,28 +514,25 @@ clean:
 """
 
 
-def probe_image(config) -> np.ndarray:
-    """A fixed (1, 1, H, W) input whose outputs the export records and checks."""
-    return np.linspace(-1, 3, config.image_size**2, dtype=np.float32).reshape(1, 1, config.image_size, config.image_size)
-
-
 def export(weights_path: str | os.PathLike, out_dir: str | os.PathLike, beam: int = 0) -> Export:
     """Write edgevit_model.c/.h, main.c and a Makefile for `weights_path` into `out_dir` (created).
 
     `beam` tunes the kernels for this machine (see `capture`); the C stays portable either way.
     Files are written atomically; nothing else in `out_dir` is touched.
     """
+    from edgevit.runtime import probe_input
     from edgevit.weights import atomic_write, file_sha256, open_model_file
 
     weights_path, out_dir = Path(weights_path), Path(out_dir)
     header, config, scheme, (mean, std) = open_model_file(weights_path)
-    if scheme not in ("fp32", "int8", "w8a8"):
-        raise EdgeViTError(f"{weights_path}: the C export supports fp32, int8 and w8a8 weights, not {scheme}")
+    if scheme not in SCHEMES:
+        supported = f"{', '.join(SCHEMES[:-1])} and {SCHEMES[-1]}"
+        raise EdgeViTError(f"{weights_path}: the C export supports {supported} weights, not {scheme}")
     if out_dir.exists() and not out_dir.is_dir():
         raise EdgeViTError(f"{out_dir} exists and is not a directory")
     if beam < 0:
         raise EdgeViTError(f"--beam must be 0 (no search) or more, not {beam}")
-    graph = capture(header, config, scheme, probe_image(config), beam)
+    graph = capture(header, config, scheme, probe_input(config, 1), beam)
     c, h = render(graph, config, mean, std, file_sha256(weights_path), weights_path.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     contents = dict(zip(SOURCES, (c, h, MAIN_C, MAKEFILE), strict=True))
@@ -531,10 +540,7 @@ def export(weights_path: str | os.PathLike, out_dir: str | os.PathLike, beam: in
     for name, text in contents.items():
         files[name] = out_dir / name
         atomic_write(files[name], lambda tmp, text=text: tmp.write_text(text))
-    weights_bytes = sum(b.nbytes for b in graph.role("weight"))
-    ram_bytes = sum(b.nbytes for b in graph.buffers if b.role in ("input", "probs", "attention"))
-    ram_bytes += sum(n * dt.itemsize for dt, n in graph.arenas.items())
-    return Export(files, weights_bytes, ram_bytes, len(graph.kernels), len(graph.steps))
+    return Export(files, graph.weights_bytes, graph.ram_bytes, len(graph.kernels), len(graph.steps))
 
 
 # --- building it for this machine ---------------------------------------------------------------

@@ -236,6 +236,9 @@ def quantized_vit(cfg: ViTConfig, scheme: str) -> ViT:
     return model
 
 
+TRANSPOSABLE = ("fp32", "int8", "w8a8")  # schemes whose Linear has an InferenceLinear layout
+
+
 class InferenceLinear:
     """A float, int8 or w8a8 Linear with its weight stored transposed, (in, out), for inference.
 
@@ -246,7 +249,7 @@ class InferenceLinear:
 
     def __init__(self, layer):
         self.scheme = getattr(layer, "scheme", "fp32")
-        if self.scheme not in ("fp32", "int8", "w8a8"):
+        if self.scheme not in TRANSPOSABLE:
             raise ValueError(f"no transposed layout for {self.scheme}")
         weight = layer.weight if self.scheme == "fp32" else layer.q
         self.weight_t = weight.T.contiguous().realize()  # (in, out)
@@ -269,7 +272,7 @@ def inference_layout(model: ViT) -> ViT:
     """Swap, in place, every Linear that has a faster inference layout for an InferenceLinear."""
     for owner, attr in linear_layers(model).values():
         layer = getattr(owner, attr)
-        if getattr(layer, "scheme", "fp32") in ("fp32", "int8", "w8a8"):
+        if getattr(layer, "scheme", "fp32") in TRANSPOSABLE:
             setattr(owner, attr, InferenceLinear(layer))
     return model
 

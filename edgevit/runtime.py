@@ -90,6 +90,12 @@ def padded_batches(images: np.ndarray, batch: int, mean: float, std: float) -> I
         yield x, n
 
 
+def probe_input(config, batch: int) -> np.ndarray:
+    """A fixed normalised (batch, 1, H, W) input: what a graph computes for it identifies the graph."""
+    size = config.image_size
+    return np.linspace(-1, 3, batch * size * size, dtype=np.float32).reshape(batch, 1, size, size)
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -125,8 +131,9 @@ class CPUReplay:
     variables) and when a replay does not reproduce tinygrad's output bit for bit.
     """
 
-    def __init__(self, launches: list, jit, outputs: tuple):
-        self._launches, self._jit, self.outputs = launches, jit, outputs  # the jit owns the buffers
+    def __init__(self, launches: list, jit, outputs: tuple[np.ndarray, ...]):
+        # views of the graph's output buffers, whose addresses are as fixed as the rest; the jit owns them
+        self._launches, self._jit, self._outputs = launches, jit, outputs
         # a kernel tinygrad split over cores is one launch per core: they run at the same time here,
         # where tinygrad's own replay runs them one after another on one core
         threads = max(len(per_core) for _, per_core in launches)
@@ -163,7 +170,10 @@ class CPUReplay:
                 launches.append((runtime.fxn, per_core))
         except (AttributeError, KeyError, TypeError, ValueError):
             return None
-        replay = cls(launches, jit, tuple(jit.captured.ret))
+        outputs = tuple(host_view(t) for t in jit.captured.ret)
+        if any(v is None for v in outputs):
+            return None
+        replay = cls(launches, jit, outputs)
         return replay if all(np.array_equal(a, b) for a, b in zip(replay(), expected, strict=True)) else None
 
     def __call__(self) -> tuple[np.ndarray, ...]:
@@ -175,7 +185,7 @@ class CPUReplay:
             fxn(*per_core[0])
             for done in others:
                 done.result()
-        return tuple(host_view(t).copy() for t in self.outputs)
+        return tuple(v.copy() for v in self._outputs)
 
 
 def inference_graph(model):
@@ -226,17 +236,16 @@ class CModel:
     def __init__(self, library: str | os.PathLike, sha256: str, config, workers: int = 1):
         self.library, self.sha256, self.config, self.workers = Path(library), sha256, config, max(1, workers)
         self._calls = [_load_c_library(self.library, sha256)]
-        # kept, because a library built without a cache directory is deleted once loaded
-        self._image = self.library.read_bytes() if self.workers > 1 else b""
 
     def _copies(self) -> list:
         import tempfile
 
         if len(self._calls) < self.workers:
+            image = self.library.read_bytes()
             with tempfile.TemporaryDirectory(prefix="edgevit-lib-") as tmp:
                 for i in range(len(self._calls), self.workers):
                     copy = Path(tmp) / f"worker{i}.so"
-                    copy.write_bytes(self._image)
+                    copy.write_bytes(image)
                     self._calls.append(_load_c_library(copy, self.sha256))  # mapped: the file may go
         return self._calls
 
@@ -378,8 +387,7 @@ class Classifier:
     def _probe(self, jit, batch: int) -> list[float]:
         from tinygrad import Tensor
 
-        x = np.linspace(-1, 3, batch * self.config.image_size**2, dtype=np.float32)
-        probs, _ = jit(Tensor(x.reshape(batch, 1, self.config.image_size, self.config.image_size)))
+        probs, _ = jit(Tensor(probe_input(self.config, batch)))
         return probs.numpy()[0].tolist()
 
     def _store(self, batch: int, jit) -> None:
@@ -451,22 +459,26 @@ class Classifier:
     def c_model(self) -> CModel:
         """The C runtime: `c_library`, else the cached build for these weights, else a fresh build."""
         if self._c_model is None:
-            if self.c_library is not None:
-                self._c_model = CModel(self.c_library, self.sha256, self.config, usable_cores())
-                return self._c_model
+            library = Path(self.c_library) if self.c_library is not None else self._built_library()
+            self._c_model = CModel(library, self.sha256, self.config, usable_cores())
+        return self._c_model
+
+    def _built_library(self) -> Path:
+        """The library for these weights from the cache, else built there (or in a directory that
+        lives as long as this classifier, when there is no cache)."""
+        if self.cache_dir is None:
             from tempfile import TemporaryDirectory
 
-            with TemporaryDirectory(prefix="edgevit-c-") as tmp:
-                directory = self.cache_dir if self.cache_dir is not None else Path(tmp)
-                library = directory / f"{self.cache_key(0)}.so"
-                if library.is_file():
-                    self.cache_hits.append(0)  # 0 stands for the C library
-                else:
-                    from edgevit.export import LIBRARY_BEAM, build_library
+            self._build_dir = TemporaryDirectory(prefix="edgevit-c-")
+        directory = self.cache_dir if self.cache_dir is not None else Path(self._build_dir.name)
+        library = directory / f"{self.cache_key(0)}.so"
+        if library.is_file():
+            self.cache_hits.append(0)  # 0 stands for the C library
+        else:
+            from edgevit.export import LIBRARY_BEAM, build_library
 
-                    build_library(self.path, library, LIBRARY_BEAM if self.beam is None else self.beam)
-                self._c_model = CModel(library, self.sha256, self.config, usable_cores())  # loaded: the file may go
-        return self._c_model
+            build_library(self.path, library, LIBRARY_BEAM if self.beam is None else self.beam)
+        return library
 
     # --- public ---------------------------------------------------------------------------------
     def predict(self, images: np.ndarray) -> Prediction:

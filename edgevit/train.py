@@ -21,7 +21,7 @@ from tinygrad import Context, Tensor, TinyJit, nn
 from tinygrad.nn.state import get_state_dict, load_state_dict
 
 from edgevit import weights
-from edgevit.data import Dataset, augment, normalize
+from edgevit.data import Dataset, Split, training_batch
 from edgevit.errors import EdgeViTError
 from edgevit.model import ViT, ViTConfig
 from edgevit.runtime import BatchedForward
@@ -58,10 +58,6 @@ def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> floa
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
-
-
-def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 @dataclass(frozen=True)
@@ -156,12 +152,11 @@ class Trainer:
 
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Host batch `index` of `epoch` (0-based): normalised float32 images and int32 labels."""
-        bs = self.settings.batch_size
-        idx = batch_order(self.settings.seed, epoch, len(self.train_images))[index * bs : (index + 1) * bs]
-        images = self.train_images[idx]
-        if self.settings.augment:
-            images = augment(images, np.random.default_rng([self.settings.seed, epoch, index]))
-        return normalize(images, self.mean, self.std), self.data.train.labels[idx].astype(np.int32)
+        s = self.settings
+        split = Split(self.train_images, self.data.train.labels[: s.limit or None])
+        return training_batch(
+            split, epoch, index, batch_size=s.batch_size, seed=s.seed, do_augment=s.augment, mean=self.mean, std=self.std
+        )
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
         compiling = self._train_step.captured is None

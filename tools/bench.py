@@ -11,6 +11,7 @@ shared and noisy, so only same-run ratios mean anything. PyTorch is the optional
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -31,9 +32,8 @@ SAMPLE = ROOT / "samples" / "mnist-3.png"
 KEYS = ("runtime", "scheme", "device", "train_ips", "batch1_ms_median", "batch1_ms_p90", "batch64_ips", "batch256_ips")
 KEYS += ("compile_s", "peak_rss_mb", "classify_cold_s", "classify_warm_s", "beam")
 SEARCHED = 2  # the extra row: the tinygrad runtime with BEAM-searched kernels (`edgevit-classify --beam 2`)
-SCHEMES = ("fp32", "int8", "w8a8", "fp16", "int4")
-C_SCHEMES = ("fp32", "int8", "w8a8")
 TRAIN_BATCH = 128
+WARMUP_STEPS = 3
 AGREE_ATOL = 1e-4
 
 
@@ -94,18 +94,32 @@ def measure_edgevit(path: str, effort: Effort, beam: int | None = None) -> dict:
     return row
 
 
+def _training_batches(effort: Effort) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first batches of the shipped recipe's first epoch: the same for every framework."""
+    from edgevit.data import load_dataset, training_batch
+    from edgevit.train import TrainSettings
+
+    data, s = load_dataset(), TrainSettings(batch_size=TRAIN_BATCH)
+    mean, std = data.pixel_stats()
+    settings = dict(batch_size=s.batch_size, seed=s.seed, do_augment=s.augment, mean=mean, std=std)
+    return [training_batch(data.train, 0, i, **settings) for i in range(effort.train_steps + WARMUP_STEPS)]
+
+
+def _train_ips(step, batches: list) -> float:
+    for x, y in batches[:WARMUP_STEPS]:  # eager, capture, first replay: compile time, not training speed
+        step(x, y)
+    start = time.perf_counter()
+    for x, y in batches[WARMUP_STEPS:]:
+        step(x, y)
+    return (len(batches) - WARMUP_STEPS) * TRAIN_BATCH / (time.perf_counter() - start)
+
+
 def _edgevit_train_ips(config, effort: Effort) -> float:
     from edgevit.data import load_dataset
     from edgevit.train import Trainer, TrainSettings
 
     trainer = Trainer(config, TrainSettings(batch_size=TRAIN_BATCH), load_dataset())
-    batches = [trainer.batch(0, i) for i in range(effort.train_steps + 3)]
-    for x, y in batches[:3]:  # eager, capture, first replay: compile time, not training speed
-        trainer.train_step(x, y)
-    start = time.perf_counter()
-    for x, y in batches[3:]:
-        trainer.train_step(x, y)
-    return effort.train_steps * TRAIN_BATCH / (time.perf_counter() - start)
+    return _train_ips(trainer.train_step, _training_batches(effort))
 
 
 def measure_c(path: str, effort: Effort) -> dict:
@@ -152,35 +166,29 @@ def measure_pytorch(path: str, effort: Effort) -> dict:
         for batch in (64, 256):
             row[f"batch{batch}_ips"] = _throughput(lambda batch=batch: forward(batch), batch, effort.batch_repeats)
     if effort.train_steps:
-        row["train_ips"] = _pytorch_train_ips(model, config, device, effort)
+        row["train_ips"] = _pytorch_train_ips(model, device, effort)
     return row
 
 
-def _pytorch_train_ips(model, config, device: str, effort: Effort) -> float:
-    """The same step as edgevit.train: AdamW, label smoothing 0.1, the same batches."""
+def _pytorch_train_ips(model, device: str, effort: Effort) -> float:
+    """The same step as edgevit.train (AdamW, weight decay, label smoothing) on the same batches."""
     import torch
 
-    from edgevit.data import load_dataset
-    from edgevit.train import Trainer, TrainSettings
+    from edgevit.train import TrainSettings
 
-    trainer = Trainer(config, TrainSettings(batch_size=TRAIN_BATCH), load_dataset())
-    batches = [tuple(torch.from_numpy(a).to(device) for a in trainer.batch(0, i)) for i in range(effort.train_steps + 3)]
+    s = TrainSettings()
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
 
     def step(x, y):
+        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device).long()
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x), y.long(), label_smoothing=0.1)
+        loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=s.label_smoothing)
         loss.backward()
         opt.step()
-        return loss.item()
+        return loss.item()  # waits for the step, as EdgeViT's train_step does
 
-    for x, y in batches[:3]:
-        step(x, y)
-    start = time.perf_counter()
-    for x, y in batches[3:]:
-        step(x, y)
-    return effort.train_steps * TRAIN_BATCH / (time.perf_counter() - start)
+    return _train_ips(step, _training_batches(effort))
 
 
 def measure_numpy(path: str, effort: Effort) -> dict:
@@ -220,7 +228,7 @@ def apart(fn, *args):
 
 
 # --- checks and whole-program timings -----------------------------------------------------------
-def check_references(path: Path) -> float:
+def check_references(path: Path, with_torch: bool) -> float:
     """Largest |logit| difference between tinygrad, PyTorch and numpy on 64 test images; must be < 1e-4."""
     from tinygrad import Tensor
 
@@ -233,11 +241,9 @@ def check_references(path: Path) -> float:
     model, _ = load_model(path)
     ours = model(Tensor(x)).numpy()
     worst = float(np.abs(numpy_forward(w, config, x) - ours).max())
-    try:
+    if with_torch:
         import torch
-    except ImportError:
-        torch = None
-    if torch is not None:
+
         with torch.inference_mode():
             worst = max(worst, float(np.abs(torch_vit(w, config)(torch.from_numpy(x)).numpy() - ours).max()))
     if worst > AGREE_ATOL:
@@ -364,21 +370,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.classify_with_pytorch:
         return classify_with_pytorch(*args.classify_with_pytorch)
 
-    from edgevit.quantize import quantize_file
+    from edgevit.export import SCHEMES as C_SCHEMES
+    from edgevit.quantize import SCHEMES, quantize_file
     from edgevit.weights import open_model_file
 
     open_model_file(args.weights, float_only=True)
-    worst = check_references(args.weights)
-    print(f"references agree with EdgeViT: max |logit difference| {worst:.1e}", file=sys.stderr)
-    try:
-        import torch  # noqa: F401
-
-        references = ("pytorch", "numpy")
-    except ImportError:
+    with_torch = importlib.util.find_spec("torch") is not None
+    if not with_torch:
         print("PyTorch is not installed (pip install -e '.[bench]'): no PyTorch rows or ratios", file=sys.stderr)
-        references = ("numpy",)
+    worst = check_references(args.weights, with_torch)
+    print(f"references agree with EdgeViT: max |logit difference| {worst:.1e}", file=sys.stderr)
+    references = ("pytorch", "numpy") if with_torch else ("numpy",)
 
-    schemes = ("fp32",) if args.quick else SCHEMES
+    schemes = ("fp32",) if args.quick else ("fp32", *SCHEMES)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         files = {"fp32": args.weights}
