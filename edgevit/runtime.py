@@ -137,6 +137,7 @@ class CPUReplay:
         # a kernel tinygrad split over cores is one launch per core: they run at the same time here,
         # where tinygrad's own replay runs them one after another on one core
         threads = max(len(per_core) for _, per_core in launches)
+        self._pool = None
         if threads > 1:
             from concurrent.futures import ThreadPoolExecutor
 
