@@ -2,20 +2,28 @@
 
 Images are files, directories (the images in them) or `-` (image bytes on stdin). Each is brought to
 MNIST's convention by `edgevit.preprocess`, then classified by the compiled, cached graph of
-`edgevit.runtime.Classifier`. Imports stay inside functions: start-up time is the product here.
+`edgevit.runtime.Classifier`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgevit.errors import EdgeViTError
+import numpy as np
 
-SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "edgevit-mnist-int8.safetensors"
+from edgevit.attention import render
+from edgevit.cli import run
+from edgevit.errors import EdgeViTError
+from edgevit.preprocess import preprocess
+from edgevit.resources import shipped_weights
+from edgevit.runtime import RUNTIMES, Classifier
+from edgevit.weights import atomic_write
+
 WEIGHTS_ENV = "EDGEVIT_WEIGHTS"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"}
 STDIN = "-"
@@ -70,11 +78,6 @@ def classify(
     beam: int | None = None,
 ) -> list[Result]:
     """Classify every input; a failing input becomes a Result with `error`, the others still run."""
-    import numpy as np
-
-    from edgevit.preprocess import preprocess
-    from edgevit.runtime import Classifier
-
     # a bad weights file, backend or library fails the run before any image is read
     classifier = Classifier(weights, device=device, runtime=runtime, c_library=c_library, beam=beam)
     results, images = [], []
@@ -96,7 +99,7 @@ def classify(
 
 
 def default_weights() -> Path:
-    return Path(os.environ.get(WEIGHTS_ENV) or SHIPPED_WEIGHTS)
+    return Path(os.environ.get(WEIGHTS_ENV) or shipped_weights())
 
 
 def format_line(r: Result, topk: int) -> str:
@@ -121,9 +124,6 @@ def attention_targets(out: Path, results: list[Result]) -> list[tuple[Result, Pa
 
 
 def write_attention(out: Path, results: list[Result]) -> list[Path]:
-    from edgevit.attention import render
-    from edgevit.weights import atomic_write
-
     written = []
     for r, target in attention_targets(out, results):
         picture = render(r.image, r.attention, f"{r.path}: digit {r.digit} ({100 * r.confidence:.1f}%)")
@@ -133,10 +133,6 @@ def write_attention(out: Path, results: list[Result]) -> list[Path]:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from edgevit.runtime import RUNTIMES
-
     p = argparse.ArgumentParser(prog="edgevit-classify", description="Classify images of handwritten or printed digits.")
     p.add_argument("images", nargs="+", help="image files, directories of images, or - for an image on stdin")
     p.add_argument("--weights", help="weights file (default: $EDGEVIT_WEIGHTS or the shipped weights)")
@@ -193,8 +189,6 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    from edgevit.cli import run
-
     run("edgevit-classify", cli)
 
 

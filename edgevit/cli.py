@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn, TextIO
 
+from edgevit import internals
 from edgevit.errors import EdgeViTError
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
@@ -17,6 +18,8 @@ LOG_EVERY = 10  # percent of an epoch between progress lines when stderr is not 
 
 def run(prog: str, main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> NoReturn:
     """Call main(argv) and exit with its code; a user-facing error is one line on stderr, never a traceback."""
+    if problem := internals.version_problem():
+        print(f"{prog}: warning: {problem}", file=sys.stderr)
     try:
         code = main(argv)
     except EdgeViTError as e:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from edgevit.errors import EdgeViTError
+from edgevit.resources import bundled_mnist
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 DATA_ENV = "EDGEVIT_DATA"
 MANIFEST = "SHA256SUMS"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -136,7 +136,7 @@ def _load_split(directory: Path, splits: tuple[str, ...]) -> Split:
 
 def resolve_data_dir(directory: str | os.PathLike | None = None) -> Path:
     """--data beats $EDGEVIT_DATA beats the bundled MNIST."""
-    chosen = Path(directory or os.environ.get(DATA_ENV) or BUNDLED_DIR)
+    chosen = Path(directory or os.environ.get(DATA_ENV) or bundled_mnist())
     if not chosen.is_dir():
         raise EdgeViTError(f"{chosen}: data directory not found")
     return chosen

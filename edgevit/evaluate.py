@@ -1,14 +1,23 @@
 """Test-set accuracy of a weights file: overall, per class, and the confusion matrix.
 
-`python -m edgevit.evaluate WEIGHTS [--data DIR] [--json]`
+`python -m edgevit.evaluate [WEIGHTS] [--data DIR] [--json]` (default: the shipped float weights)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from edgevit.cli import run
+from edgevit.data import load_dataset
+from edgevit.device import select_device
+from edgevit.graph import BatchedForward
+from edgevit.resources import FLOAT_WEIGHTS, shipped_weights
+from edgevit.weights import build_model, open_model_file
 
 EVAL_BATCH = 500
 
@@ -31,12 +40,8 @@ def score(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> Eval
     return Evaluation(accuracy, [None if np.isnan(v) else float(v) for v in per_class], confusion.tolist(), len(labels))
 
 
-def evaluate(weights_path, data_dir=None, limit: int = 0) -> Evaluation:
+def evaluate(weights_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, limit: int = 0) -> Evaluation:
     """Score the model in `weights_path` on the test split of `data_dir` (default: bundled MNIST)."""
-    from edgevit.data import load_dataset
-    from edgevit.runtime import BatchedForward
-    from edgevit.weights import build_model, open_model_file
-
     header, config, scheme, (mean, std) = open_model_file(weights_path)
     data = load_dataset(data_dir, config.num_classes)
     images, labels = data.test.images[: limit or None], data.test.labels[: limit or None]
@@ -57,24 +62,18 @@ def format_report(ev: Evaluation) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from edgevit.device import select_device
-
     p = argparse.ArgumentParser(prog="python -m edgevit.evaluate", description="Score a weights file on the test split.")
-    p.add_argument("weights", help="an EdgeViT .safetensors file")
+    p.add_argument("weights", nargs="?", help=f"an EdgeViT .safetensors file (default: the shipped {FLOAT_WEIGHTS})")
     p.add_argument("--data", help="directory with the MNIST-format IDX files (default: $EDGEVIT_DATA or bundled MNIST)")
     p.add_argument("--device", help="tinygrad backend (default: the best available)")
     p.add_argument("--limit", type=int, default=0, help="score the first N test images only")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args(argv)
     select_device(args.device)
-    ev = evaluate(args.weights, args.data, args.limit)
+    ev = evaluate(args.weights or shipped_weights(FLOAT_WEIGHTS), args.data, args.limit)
     print(json.dumps(asdict(ev)) if args.json else format_report(ev))
     return 0
 
 
 if __name__ == "__main__":
-    from edgevit.cli import run
-
     run("edgevit.evaluate", cli)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tinygrad import Tensor, dtypes, nn
+from tinygrad import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -147,72 +147,26 @@ class ViT:
         return self.forward(x)[0]
 
 
+def linear_shapes(cfg: ViTConfig) -> dict[str, tuple[int, int]]:
+    """Every Linear layer by its state-dict prefix, as (out_features, in_features)."""
+    shapes = {"embed.proj": (cfg.dim, cfg.patch_dim)}
+    for i in range(cfg.depth):
+        for proj in ("query", "key", "value", "proj"):
+            shapes[f"blocks.{i}.attn.{proj}"] = (cfg.dim, cfg.dim)
+        shapes |= {f"blocks.{i}.mlp.fc1": (cfg.mlp_dim, cfg.dim), f"blocks.{i}.mlp.fc2": (cfg.dim, cfg.mlp_dim)}
+    return shapes | {"head": (cfg.num_classes, cfg.dim)}
+
+
 def parameter_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:
     """The names and shapes of ViT(cfg)'s parameters, without building it (a weights file is checked
     against these before any tinygrad work starts; a test keeps them equal to the real model's)."""
-
-    def linear(name: str, fan_in: int, fan_out: int) -> dict[str, tuple[int, ...]]:
-        return {f"{name}.weight": (fan_out, fan_in), f"{name}.bias": (fan_out,)}
-
-    def norm(name: str) -> dict[str, tuple[int, ...]]:
-        return {f"{name}.weight": (cfg.dim,), f"{name}.bias": (cfg.dim,)}
-
     shapes = {"embed.cls_token": (1, 1, cfg.dim), "embed.pos_embedding": (1, cfg.tokens, cfg.dim)}
-    shapes |= linear("embed.proj", cfg.patch_dim, cfg.dim)
+    for prefix, (out_f, in_f) in linear_shapes(cfg).items():
+        shapes |= {f"{prefix}.weight": (out_f, in_f), f"{prefix}.bias": (out_f,)}
     for i in range(cfg.depth):
-        b = f"blocks.{i}"
-        shapes |= norm(f"{b}.ln1") | norm(f"{b}.ln2")
-        for proj in ("query", "key", "value", "proj"):
-            shapes |= linear(f"{b}.attn.{proj}", cfg.dim, cfg.dim)
-        shapes |= linear(f"{b}.mlp.fc1", cfg.dim, cfg.mlp_dim) | linear(f"{b}.mlp.fc2", cfg.mlp_dim, cfg.dim)
-    return shapes | norm("norm") | linear("head", cfg.dim, cfg.num_classes)
-
-
-INT4_GROUP = 32
-QUANTIZED_SCHEMES = ("int8", "w8a8", "fp16", "int4")
-
-
-class QuantLinear:
-    """A Linear whose weight stays quantized in device memory; the compiled graph expands it.
-
-    int8 / int4 / fp16: the weight is dequantized inside the graph and the matmul runs in float.
-    w8a8: inputs are quantized with a calibrated scale and multiplied int8 x int8 -> int32.
-    """
-
-    def __init__(self, scheme: str, in_features: int, out_features: int):
-        self.scheme, self.in_features = scheme, in_features
-        if scheme in ("int8", "w8a8"):
-            self.q = Tensor.empty(out_features, in_features, dtype=dtypes.int8)
-            self.scale = Tensor.empty(out_features)
-        elif scheme == "int4":
-            self.q = Tensor.empty(out_features, -(-in_features // 2), dtype=dtypes.uint8)
-            self.scale = Tensor.empty(out_features, -(-in_features // INT4_GROUP))
-        elif scheme == "fp16":
-            self.weight = Tensor.empty(out_features, in_features, dtype=dtypes.half)
-        else:
-            raise ValueError(f"unknown scheme {scheme!r}")
-        if scheme == "w8a8":
-            self.input_scale = Tensor.empty(1)
-        self.bias = Tensor.empty(out_features, dtype=dtypes.half if scheme == "fp16" else dtypes.float32)
-
-    def dequantized(self) -> Tensor:
-        if self.scheme == "fp16":
-            return self.weight.cast(dtypes.float32)
-        if self.scheme == "int4":
-            low = (self.q & 0xF).cast(dtypes.int8)
-            high = (self.q.rshift(4)).cast(dtypes.int8)
-            q = low.unsqueeze(-1).cat(high.unsqueeze(-1), dim=-1).flatten(1)[:, : self.in_features]  # (out, in)
-            q = (q > 7).where(q - 16, q).cast(dtypes.float32)
-            scale = self.scale.repeat_interleave(INT4_GROUP, dim=1)[:, : self.in_features]
-            return q * scale
-        return self.q.cast(dtypes.float32) * self.scale.unsqueeze(1)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        if self.scheme != "w8a8":
-            return x.linear(self.dequantized().T, self.bias.cast(dtypes.float32))
-        xq = (x / self.input_scale).round().clip(-127, 127).cast(dtypes.int8)
-        acc = xq.matmul(self.q.T, dtype=dtypes.int32)  # int32 accumulation: int8 would overflow
-        return acc.cast(dtypes.float32) * (self.input_scale * self.scale) + self.bias
+        for norm in ("ln1", "ln2"):
+            shapes |= {f"blocks.{i}.{norm}.weight": (cfg.dim,), f"blocks.{i}.{norm}.bias": (cfg.dim,)}
+    return shapes | {"norm.weight": (cfg.dim,), "norm.bias": (cfg.dim,)}
 
 
 def linear_layers(model: ViT) -> dict[str, tuple[object, str]]:
@@ -224,77 +178,3 @@ def linear_layers(model: ViT) -> dict[str, tuple[object, str]]:
         for name in ("fc1", "fc2"):
             found[f"blocks.{i}.mlp.{name}"] = (block.mlp, name)
     return found
-
-
-def quantized_vit(cfg: ViTConfig, scheme: str) -> ViT:
-    """A ViT whose Linear layers hold `scheme` weights (all other parameters: float32, or half for fp16)."""
-    model = ViT(cfg)
-    for owner, attr in linear_layers(model).values():
-        layer = getattr(owner, attr)
-        out_f, in_f = layer.weight.shape
-        setattr(owner, attr, QuantLinear(scheme, in_f, out_f))
-    return model
-
-
-TRANSPOSABLE = ("fp32", "int8", "w8a8")  # schemes whose Linear has an InferenceLinear layout
-
-
-class InferenceLinear:
-    """A float, int8 or w8a8 Linear with its weight stored transposed, (in, out), for inference.
-
-    With the training layout (out, in) every kernel reads weights along the reduction axis, which
-    compilers do not vectorise; transposed, they are read along the output axis. Measured on the
-    exported C graph: 553 -> 343 us per image. Outputs match the training layout to float rounding.
-    """
-
-    def __init__(self, layer):
-        self.scheme = getattr(layer, "scheme", "fp32")
-        if self.scheme not in TRANSPOSABLE:
-            raise ValueError(f"no transposed layout for {self.scheme}")
-        weight = layer.weight if self.scheme == "fp32" else layer.q
-        self.weight_t = weight.T.contiguous().realize()  # (in, out)
-        self.bias = layer.bias
-        self.scale = getattr(layer, "scale", None)
-        self.input_scale = getattr(layer, "input_scale", None)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        if self.scheme == "fp32":
-            return x.matmul(self.weight_t) + self.bias
-        if self.scheme == "int8":
-            # the scale is per output column, so it can wait until after the sum: one multiply per output
-            return x.matmul(self.weight_t.cast(dtypes.float32)) * self.scale + self.bias
-        xq = (x / self.input_scale).round().clip(-127, 127).cast(dtypes.int8)
-        acc = xq.matmul(self.weight_t, dtype=dtypes.int32)
-        return acc.cast(dtypes.float32) * (self.input_scale * self.scale) + self.bias
-
-
-def inference_layout(model: ViT) -> ViT:
-    """Swap, in place, every Linear that has a faster inference layout for an InferenceLinear."""
-    for owner, attr in linear_layers(model).values():
-        layer = getattr(owner, attr)
-        if getattr(layer, "scheme", "fp32") in TRANSPOSABLE:
-            setattr(owner, attr, InferenceLinear(layer))
-    return model
-
-
-def parameter_specs(cfg: ViTConfig, scheme: str = "fp32") -> dict[str, tuple[tuple[int, ...], str]]:
-    """Name -> (shape, safetensors dtype) of every tensor a `scheme` weights file holds for `cfg`."""
-    specs = {}
-    for name, shape in parameter_shapes(cfg).items():
-        prefix = name.removesuffix(".weight")
-        if scheme == "fp32" or len(shape) != 2:  # only Linear weights are 2-D
-            specs.setdefault(name, (shape, "F32"))
-            continue
-        out_f, in_f = shape
-        if scheme == "fp16":
-            specs |= {name: (shape, "F16"), f"{prefix}.bias": ((out_f,), "F16")}
-        elif scheme in ("int8", "w8a8"):
-            specs |= {f"{prefix}.q": (shape, "I8"), f"{prefix}.scale": ((out_f,), "F32")}
-            if scheme == "w8a8":
-                specs[f"{prefix}.input_scale"] = ((1,), "F32")
-        elif scheme == "int4":
-            groups = -(-in_f // INT4_GROUP)
-            specs |= {f"{prefix}.q": ((out_f, -(-in_f // 2)), "U8"), f"{prefix}.scale": ((out_f, groups), "F32")}
-        else:
-            raise ValueError(f"unknown scheme {scheme!r}")
-    return specs

@@ -27,6 +27,7 @@ from collections import deque
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
+from edgevit.data import warp_affine
 from edgevit.errors import EdgeViTError
 
 CANVAS = 28  # MNIST images are 28x28...
@@ -223,8 +224,6 @@ def normalize_strokes(crop: np.ndarray) -> np.ndarray:
 
 def mnist_layout(digit: np.ndarray) -> np.ndarray:
     """A digit crop -> 28x28 on [0, 255]: fitted to 20x20 keeping aspect, centre of mass at the centre."""
-    from edgevit.data import warp_affine
-
     small = np.clip(np.asarray(_fit(Image.fromarray(digit.astype(np.float32), "F"), BOX), dtype=np.float32), 0, None)
     small = np.clip(small / max(float(small.max()), 1e-6), 0, 1)
     h, w = small.shape

@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinygrad.nn.state import load_state_dict, safe_load, safe_save
+
 from edgevit.errors import EdgeViTError
+from edgevit.model import ViT, ViTConfig
+from edgevit.quant import schemes
 
 FORMAT = "edgevit"
 FORMAT_VERSION = 1
@@ -154,21 +158,15 @@ def check_tensors(header: WeightsHeader, expected: dict[str, tuple[tuple[int, ..
 
 def save(path: str | os.PathLike, tensors: dict, metadata: dict[str, Any]) -> None:
     """Write tinygrad tensors and JSON-able metadata atomically as safetensors."""
-    from tinygrad.nn.state import safe_save
-
     atomic_write(path, lambda tmp: safe_save(tensors, str(tmp), encode_metadata(metadata)))
 
 
 def load_tensors(header: WeightsHeader, prefix: str = "") -> dict:
     """The file's tensors whose names start with `prefix` (prefix stripped), still on the DISK device."""
-    from tinygrad.nn.state import safe_load
-
     return {k[len(prefix) :]: v for k, v in safe_load(str(header.path)).items() if k.startswith(prefix)}
 
 
-def config_of(header: WeightsHeader):
-    from edgevit.model import ViTConfig
-
+def config_of(header: WeightsHeader) -> ViTConfig:
     try:
         return ViTConfig(**header.metadata["config"])
     except (KeyError, TypeError, ValueError) as e:
@@ -176,10 +174,8 @@ def config_of(header: WeightsHeader):
 
 
 def scheme_of(header: WeightsHeader) -> str:
-    from edgevit.model import QUANTIZED_SCHEMES
-
     scheme = header.metadata.get("scheme", "fp32")
-    if scheme != "fp32" and scheme not in QUANTIZED_SCHEMES:
+    if scheme not in schemes.SCHEMES:
         raise EdgeViTError(f"{header.path}: unknown weights scheme {scheme!r}")
     return scheme
 
@@ -189,32 +185,26 @@ def open_model_file(path: str | os.PathLike, float_only: bool = False):
 
     Returns (header, ViTConfig, scheme, (mean, std)); `float_only` refuses quantized files.
     """
-    from edgevit.model import parameter_specs
-
     header = read_header(path)
     scheme = scheme_of(header)
     if float_only and scheme != "fp32":
         raise EdgeViTError(f"{header.path}: holds {scheme} weights; this tool needs float (fp32) weights")
     config = config_of(header)
-    check_tensors(header, parameter_specs(config, scheme))
+    check_tensors(header, schemes.parameter_specs(config, scheme))
     pre = header.metadata.get("preprocess") or {}
     if not {"mean", "std"} <= pre.keys():
         raise EdgeViTError(f"{header.path}: no preprocessing constants (mean, std) in its metadata")
     return header, config, scheme, (float(pre["mean"]), float(pre["std"]))
 
 
-def build_model(header: WeightsHeader, config, scheme: str = "fp32"):
+def build_model(header: WeightsHeader, config: ViTConfig, scheme: str = "fp32") -> ViT:
     """The model `config` and `scheme` describe, with the file's tensors loaded onto the default device."""
-    from tinygrad.nn.state import load_state_dict
-
-    from edgevit.model import ViT, quantized_vit
-
-    model = ViT(config) if scheme == "fp32" else quantized_vit(config, scheme)
+    model = schemes.build_vit(config, scheme)
     load_state_dict(model, load_tensors(header), verbose=False)
     return model
 
 
-def load_model(path: str | os.PathLike, float_only: bool = False):
+def load_model(path: str | os.PathLike, float_only: bool = False) -> tuple[ViT, WeightsHeader]:
     """Rebuild the model a weights file describes, weights loaded: (model, header)."""
     header, config, scheme, _ = open_model_file(path, float_only)
     return build_model(header, config, scheme), header

@@ -42,6 +42,17 @@ def run_module(module: str, *args: str, timeout: float = 600, text: bool = True,
     )
 
 
+def step_losses(trainer, stop_after=None):
+    """Every step's loss of a Trainer run (stopped after `stop_after` steps, if given)."""
+    from edgevit.trainer import StepReport
+
+    losses = []
+    for event in trainer.run(stop=lambda: stop_after is not None and len(losses) >= stop_after):
+        if isinstance(event, StepReport):
+            losses.append(event.step_loss)
+    return losses
+
+
 @pytest.fixture(scope="session")
 def mnist():
     from edgevit.data import load_dataset

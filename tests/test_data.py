@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from conftest import idx_bytes, write_dataset
 
-from edgevit.data import BUNDLED_DIR, augment, load_dataset, normalize, parse_idx, random_affines, read_idx, warp_affine
+from edgevit.data import augment, load_dataset, normalize, parse_idx, random_affines, read_idx, warp_affine
 from edgevit.errors import EdgeViTError
+from edgevit.resources import bundled_mnist
 
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
@@ -55,7 +56,7 @@ def test_bundled_mnist_matches_its_readme(mnist):
 
 
 def test_checksum_mismatch_is_refused(tmp_path):
-    for f in BUNDLED_DIR.iterdir():
+    for f in bundled_mnist().iterdir():
         (tmp_path / f.name).write_bytes(f.read_bytes())
     labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
     raw = bytearray(labels.read_bytes())

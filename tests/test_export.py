@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -8,8 +9,9 @@ from conftest import ROOT, SHIPPED, run_module
 
 from edgevit import export
 from edgevit.errors import EdgeViTError
-from edgevit.quantize import quantize_file
-from edgevit.runtime import Classifier, CModel
+from edgevit.quant.files import quantize_file
+from edgevit.runtime import Classifier
+from edgevit.runtime.c import CModel
 
 INT8 = ROOT / "weights" / "edgevit-mnist-int8.safetensors"
 N_IMAGES = 1000
@@ -130,7 +132,7 @@ def test_c_runtime_is_built_once_cached_and_checked(mnist, tmp_path, tinygrad_re
     with pytest.raises(EdgeViTError, match="exported from different weights"):
         Classifier(SHIPPED, runtime="c", c_library=next(tmp_path.glob("*.so"))).predict(images[:1])
     # the cache key holds the search width: a different one builds a different library
-    assert Classifier(INT8, cache_dir=tmp_path, runtime="c", beam=1).cache_key(0) != second.cache_key(0)
+    assert Classifier(INT8, cache_dir=tmp_path, runtime="c", beam=1).library.key() != second.library.key()
     with pytest.raises(EdgeViTError, match="the C runtime runs on this CPU"):
         Classifier(INT8, runtime="c", device="CPU")
 
@@ -158,33 +160,71 @@ def test_unsupported_schemes_and_bad_paths_fail_in_one_line(tmp_path):
     assert done.stderr.strip() == f"export.py: error: {tmp_path / 'file'} exists and is not a directory"
 
 
-def test_memory_plan_never_overlaps_live_buffers():
-    from tinygrad import dtypes
-
-    rng = np.random.default_rng(0)
-    bufs = []
-    for i in range(60):
-        first = int(rng.integers(0, 40))
-        dtype = dtypes.float32 if i % 3 else dtypes.int8
-        last = first + int(rng.integers(0, 8))
-        bufs.append(export.Buffer(f"b{i}", dtype, int(rng.integers(1, 500)), "scratch", first=first, last=last))
-    graph = export.Graph({}, [], bufs)
-    export._plan_memory(graph)
-    for a in bufs:
-        assert a.offset + a.count <= graph.arenas[a.dtype]
-        for b in bufs:
-            if a is not b and a.dtype == b.dtype and a.first <= b.last and b.first <= a.last:
-                assert a.offset + a.count <= b.offset or b.offset + b.count <= a.offset
-    # sharing must actually happen: far less than the sum of all buffers
-    assert sum(graph.arenas.values()) < 0.6 * sum(b.count for b in bufs)
+HARNESS = r"""
+#include <stdio.h>
+#include "edgevit_model.h"
+int main(void) {
+  static float pixels[2 * EDGEVIT_PIXELS], probs[2 * EDGEVIT_NUM_CLASSES], attention[2 * EDGEVIT_ATTENTION_SIZE];
+  printf("%d %d %d %d %d\n", edgevit_classify_pixels(NULL, probs, NULL), edgevit_classify_pixels(pixels, NULL, NULL),
+         edgevit_classify_many(pixels, -1, probs, NULL), edgevit_classify_many(pixels, 2, probs, NULL),
+         edgevit_classify_pixels(pixels, probs, attention));
+  return 0;
+}
+"""
 
 
-def test_float_literals_round_trip_exactly():
-    from tinygrad import dtypes
+def test_entry_points_say_what_went_wrong(exported, tmp_path):
+    _, directory, _ = exported["int8"]
+    (tmp_path / "harness.c").write_text(HARNESS)
+    program = tmp_path / "harness"
+    compile_c("gcc", program, tmp_path / "harness.c", directory / "edgevit_model.c", flags=[f"-I{directory}"], extra=["-lm"])
+    out = subprocess.run([program], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:4] == ["-1", "-1", "-1", "2"]  # NULLs and a negative count refused; many returns how many it did
+    assert 0 <= int(out[4]) <= 9
 
-    values = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
-    values = np.concatenate([values, np.float32([0, -0.0, 3, 1e-38, 3e38])])
-    literals = export._literal(dtypes.float32, values)
-    assert all(s.endswith("f") and any(c in s for c in ".e") for s in literals)
-    np.testing.assert_array_equal(np.float32([float(s[:-1]) for s in literals]), values)
-    assert export._literal(dtypes.float32, np.float32([np.inf, -np.inf, np.nan])) == ["INFINITY", "-INFINITY", "NAN"]
+
+def test_generated_c_reads_like_a_program(exported):
+    _, directory, result = exported["int8"]
+    source = (directory / "edgevit_model.c").read_text()
+    header = (directory / "edgevit_model.h").read_text()
+    forward = source[source.index("static void edgevit_forward(void) {") :]
+    forward = forward[: forward.index("\n}\n")]
+    calls = [line for line in forward.splitlines() if line.startswith("  edgevit_k")]
+    assert len(calls) == result.steps
+    assert all(re.search(r"\); /\* \S.* \*/$", line) for line in calls)  # every call names what it computes
+    assert "/* blocks.0.attn.query */" in forward and "/* blocks.3.mlp.fc2 */" in forward
+    assert "  float *const blocks_0_attn_query = edgevit_arena_float + " in forward  # activations are named
+    assert "E_ kernels are elementwise" in source and "r_ kernels reduce" in source  # the legend
+    assert '#ifdef __cplusplus\nextern "C" {' in header
+    stack = int(re.search(r"#define EDGEVIT_STACK_BYTES (\d+)", header).group(1))
+    assert stack == result.stack_bytes and 0 < stack < 4096
+
+
+def test_export_without_attention_saves_its_ram_and_still_classifies(tiny_weights, mnist, tmp_path):
+    full = export.export(tiny_weights, tmp_path / "full")
+    lean = export.export(tiny_weights, tmp_path / "lean", attention=False)
+    saved = 2 * 2 * 17 * 17 * 4  # depth 2, heads 2, 17 x 17 floats
+    assert full.ram_bytes - lean.ram_bytes >= saved
+    header = (tmp_path / "lean" / "edgevit_model.h").read_text()
+    assert "#define EDGEVIT_HAS_ATTENTION 0" in header and f"exported without the attention maps: {saved} bytes less" in header
+    subprocess.run(["make", "-s", "-C", str(tmp_path / "lean")], check=True, capture_output=True)
+    pgms = []
+    for i, image in enumerate(mnist.test.images[:20]):
+        pgms.append(tmp_path / f"{i}.pgm")
+        pgms[-1].write_bytes(b"P5 28 28 255\n" + image.tobytes())
+    lines = subprocess.run(
+        [tmp_path / "lean" / "edgevit", *pgms], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    expected = Classifier(tiny_weights, cache_dir=None).predict(mnist.test.images[:20].astype(np.float32)).probs.argmax(1)
+    assert [int(line.split()[0]) for line in lines] == expected.tolist()
+    (tmp_path / "harness.c").write_text(HARNESS)
+    program = tmp_path / "harness"
+    compile_c(
+        "gcc",
+        program,
+        tmp_path / "harness.c",
+        tmp_path / "lean" / "edgevit_model.c",
+        flags=[f"-I{tmp_path / 'lean'}"],
+        extra=["-lm"],
+    )
+    assert subprocess.run([program], capture_output=True, text=True, check=True).stdout.split()[4] == "-2"

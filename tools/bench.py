@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -22,9 +21,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tinygrad import Tensor
 
 from edgevit.cli import run
+from edgevit.data import load_dataset, normalize, training_batch
 from edgevit.errors import EdgeViTError
+from edgevit.export import LIBRARY_BEAM
+from edgevit.graph import padded_batches
+from edgevit.measure import in_fresh_process, latencies, peak_rss, throughput
+from edgevit.preprocess import preprocess
+from edgevit.quant.files import quantize_file
+from edgevit.quant.schemes import C_EXPORTABLE, QUANTIZED
+from edgevit.reference import float_weights, numpy_forward, torch_vit
+from edgevit.runtime import Classifier
+from edgevit.trainer import Trainer, TrainSettings
+from edgevit.weights import atomic_write, load_model, open_model_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEIGHTS = ROOT / "weights" / "edgevit-mnist.safetensors"
@@ -49,46 +60,23 @@ class Effort:
 
 
 # --- one row, in a fresh process ----------------------------------------------------------------
-def _latencies(call, calls: int, warmup: int) -> tuple[float, float]:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3), float(np.percentile(times, 90) * 1e3)
-
-
-def _throughput(call, n: int, repeats: int) -> float:
-    call()  # compiles a new batch size; not part of the figure
-    start = time.perf_counter()
-    for _ in range(repeats):
-        call()
-    return n * repeats / (time.perf_counter() - start)
-
-
 def _test_images(n: int) -> np.ndarray:
-    from edgevit.data import load_dataset
-
     return load_dataset().test.images[:n].astype(np.float32)
 
 
 def measure_edgevit(path: str, effort: Effort, beam: int | None = None) -> dict:
-    from edgevit.runtime import Classifier, padded_batches
-
     clf = Classifier(path, cache_dir=None, beam=beam)
     images = _test_images(256)
     start = time.perf_counter()
     clf.predict(images[:1])
     row = {"device": clf.device, "compile_s": time.perf_counter() - start}
-    row["batch1_ms_median"], row["batch1_ms_p90"] = _latencies(
+    row["batch1_ms_median"], row["batch1_ms_p90"] = latencies(
         lambda: clf.predict(images[:1]), effort.batch1_calls, effort.warmup
     )
     for batch in (64, 256):
         # one graph of exactly this batch size, fed already-normalised input: the runtime's own cost
         x, _ = next(padded_batches(images[:batch], batch, clf.mean, clf.std))
-        row[f"batch{batch}_ips"] = _throughput(lambda x=x, batch=batch: clf._run(batch, x), batch, effort.batch_repeats)
+        row[f"batch{batch}_ips"] = throughput(lambda x=x: clf.forward(x), batch, effort.batch_repeats)
     if effort.train_steps and clf.scheme == "fp32" and not beam:  # a searched training step compiles for 11 min
         row["train_ips"] = _edgevit_train_ips(clf.config, effort)
     return row
@@ -96,9 +84,6 @@ def measure_edgevit(path: str, effort: Effort, beam: int | None = None) -> dict:
 
 def _training_batches(effort: Effort) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first batches of the shipped recipe's first epoch: the same for every framework."""
-    from edgevit.data import load_dataset, training_batch
-    from edgevit.train import TrainSettings
-
     data, s = load_dataset(), TrainSettings(batch_size=TRAIN_BATCH)
     mean, std = data.pixel_stats()
     settings = dict(batch_size=s.batch_size, seed=s.seed, do_augment=s.augment, mean=mean, std=std)
@@ -115,16 +100,11 @@ def _train_ips(step, batches: list) -> float:
 
 
 def _edgevit_train_ips(config, effort: Effort) -> float:
-    from edgevit.data import load_dataset
-    from edgevit.train import Trainer, TrainSettings
-
     trainer = Trainer(config, TrainSettings(batch_size=TRAIN_BATCH), load_dataset())
     return _train_ips(trainer.train_step, _training_batches(effort))
 
 
 def measure_c(path: str, effort: Effort) -> dict:
-    from edgevit.runtime import Classifier
-
     with tempfile.TemporaryDirectory() as cache:
         clf = Classifier(path, cache_dir=cache, runtime="c")
         images = _test_images(256)
@@ -132,17 +112,14 @@ def measure_c(path: str, effort: Effort) -> dict:
         model = clf.c_model()  # export + C compile
         row = {"device": "CPU (C)", "compile_s": time.perf_counter() - start}
         calls = effort.batch1_calls * 10  # each call is short: more of them for a stable median
-        row["batch1_ms_median"], row["batch1_ms_p90"] = _latencies(lambda: model(images[:1]), calls, effort.warmup)
+        row["batch1_ms_median"], row["batch1_ms_p90"] = latencies(lambda: model(images[:1]), calls, effort.warmup)
         for batch in (64, 256):
-            row[f"batch{batch}_ips"] = _throughput(lambda batch=batch: model(images[:batch]), batch, effort.batch_repeats)
+            row[f"batch{batch}_ips"] = throughput(lambda batch=batch: model(images[:batch]), batch, effort.batch_repeats)
     return row
 
 
 def measure_pytorch(path: str, effort: Effort) -> dict:
-    import torch
-
-    from edgevit.data import normalize
-    from edgevit.reference import float_weights, torch_vit
+    import torch  # the optional [bench] extra: only rows that use it import it
 
     w, config, (mean, std) = float_weights(path)
     # the same device EdgeViT's default backend would use: a GPU where there is one
@@ -162,19 +139,17 @@ def measure_pytorch(path: str, effort: Effort) -> dict:
             model(x[:batch])
             sync()  # a GPU call returns before the work is done
 
-        row["batch1_ms_median"], row["batch1_ms_p90"] = _latencies(lambda: forward(1), effort.batch1_calls * 5, effort.warmup)
+        row["batch1_ms_median"], row["batch1_ms_p90"] = latencies(lambda: forward(1), effort.batch1_calls * 5, effort.warmup)
         for batch in (64, 256):
-            row[f"batch{batch}_ips"] = _throughput(lambda batch=batch: forward(batch), batch, effort.batch_repeats)
+            row[f"batch{batch}_ips"] = throughput(lambda batch=batch: forward(batch), batch, effort.batch_repeats)
     if effort.train_steps:
         row["train_ips"] = _pytorch_train_ips(model, device, effort)
     return row
 
 
 def _pytorch_train_ips(model, device: str, effort: Effort) -> float:
-    """The same step as edgevit.train (AdamW, weight decay, label smoothing) on the same batches."""
+    """The same step as edgevit.trainer (AdamW, weight decay, label smoothing) on the same batches."""
     import torch
-
-    from edgevit.train import TrainSettings
 
     s = TrainSettings()
     model.train()
@@ -192,16 +167,13 @@ def _pytorch_train_ips(model, device: str, effort: Effort) -> float:
 
 
 def measure_numpy(path: str, effort: Effort) -> dict:
-    from edgevit.data import normalize
-    from edgevit.reference import float_weights, numpy_forward
-
     w, config, (mean, std) = float_weights(path)
     x = normalize(_test_images(256), mean, std)
     row = {"device": f"CPU (numpy {np.__version__})", "compile_s": None}
     calls = max(10, effort.batch1_calls // 3)
-    row["batch1_ms_median"], row["batch1_ms_p90"] = _latencies(lambda: numpy_forward(w, config, x[:1]), calls, effort.warmup)
+    row["batch1_ms_median"], row["batch1_ms_p90"] = latencies(lambda: numpy_forward(w, config, x[:1]), calls, effort.warmup)
     for batch in (64, 256):
-        row[f"batch{batch}_ips"] = _throughput(
+        row[f"batch{batch}_ips"] = throughput(
             lambda batch=batch: numpy_forward(w, config, x[:batch]), batch, effort.batch_repeats
         )
     return row
@@ -211,9 +183,6 @@ MEASURES = {"edgevit": measure_edgevit, "c": measure_c, "pytorch": measure_pytor
 
 
 def measure_row(runtime: str, scheme: str, path: str, quick: bool, beam: int | None) -> dict:
-    from edgevit.export import LIBRARY_BEAM
-    from edgevit.quantize import peak_rss
-
     row = dict.fromkeys(KEYS)
     row.update(runtime=runtime, scheme=scheme, beam={"edgevit": beam or 0, "c": LIBRARY_BEAM}.get(runtime))
     row.update(MEASURES[runtime](path, Effort(quick), *([beam] if beam else [])))
@@ -221,21 +190,9 @@ def measure_row(runtime: str, scheme: str, path: str, quick: bool, beam: int | N
     return row
 
 
-def apart(fn, *args):
-    """fn(*args) in a fresh spawned process: its imports, compiles and memory peak are its own."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
-
-
 # --- checks and whole-program timings -----------------------------------------------------------
 def check_references(path: Path, with_torch: bool) -> float:
     """Largest |logit| difference between tinygrad, PyTorch and numpy on 64 test images; must be < 1e-4."""
-    from tinygrad import Tensor
-
-    from edgevit.data import normalize
-    from edgevit.reference import float_weights, numpy_forward, torch_vit
-    from edgevit.weights import load_model
-
     w, config, (mean, std) = float_weights(path)
     x = normalize(_test_images(64), mean, std)
     model, _ = load_model(path)
@@ -272,10 +229,6 @@ def classify_walls(path: Path, runtime: str, beam: int | None) -> tuple[float, f
 def classify_with_pytorch(weights: str, image: str) -> int:
     """What `edgevit-classify image` does, with PyTorch doing the forward pass: the cold/warm reference."""
     import torch
-
-    from edgevit.data import normalize
-    from edgevit.preprocess import preprocess
-    from edgevit.reference import float_weights, torch_vit
 
     w, config, (mean, std) = float_weights(weights)
     x = normalize(preprocess(Path(image).read_bytes(), image)[None], mean, std)
@@ -370,10 +323,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.classify_with_pytorch:
         return classify_with_pytorch(*args.classify_with_pytorch)
 
-    from edgevit.export import SCHEMES as C_SCHEMES
-    from edgevit.quantize import SCHEMES, quantize_file
-    from edgevit.weights import open_model_file
-
     open_model_file(args.weights, float_only=True)
     with_torch = importlib.util.find_spec("torch") is not None
     if not with_torch:
@@ -382,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"references agree with EdgeViT: max |logit difference| {worst:.1e}", file=sys.stderr)
     references = ("pytorch", "numpy") if with_torch else ("numpy",)
 
-    schemes = ("fp32",) if args.quick else ("fp32", *SCHEMES)
+    schemes = ("fp32",) if args.quick else ("fp32", *QUANTIZED)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         files = {"fp32": args.weights}
@@ -391,10 +340,10 @@ def main(argv: list[str] | None = None) -> int:
             quantize_file(args.weights, files[scheme], scheme)
         plan = [(r, "fp32", None) for r in references] + [("edgevit", s, None) for s in schemes]
         plan += [] if args.quick else [("edgevit", "fp32", SEARCHED)]
-        plan += [("c", s, None) for s in schemes if s in C_SCHEMES]
+        plan += [("c", s, None) for s in schemes if s in C_EXPORTABLE]
         for runtime, scheme, beam in plan:
             print(f"measuring {runtime} {scheme}{f' BEAM={beam}' if beam else ''}", file=sys.stderr, flush=True)
-            row = apart(measure_row, runtime, scheme, str(files[scheme]), args.quick, beam)
+            row = in_fresh_process(measure_row, runtime, scheme, str(files[scheme]), args.quick, beam)
             if not args.quick and runtime != "numpy":
                 row["classify_cold_s"], row["classify_warm_s"] = classify_walls(files[scheme], runtime, beam)
             rows.append(row)
@@ -403,8 +352,6 @@ def main(argv: list[str] | None = None) -> int:
     for line in targets(rows):
         print(f"- {line}")
     if args.json:
-        from edgevit.weights import atomic_write
-
         atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(rows, indent=1) + "\n"))
     return 0
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from edgevit.cli import run
+from edgevit.export import export
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,16 +28,21 @@ def main(argv: list[str] | None = None) -> int:
         help="search kernel shapes by timing them on this machine (e.g. 2; minutes once, then cached); "
         "tunes for this CPU, so leave it at 0 when the target is a different one",
     )
+    p.add_argument(
+        "--no-attention",
+        dest="attention",
+        action="store_false",
+        help="leave the attention maps out: probabilities only, about 18 KB less RAM",
+    )
     args = p.parse_args(argv)
 
-    from edgevit.export import export
-
-    result = export(args.weights, args.out, beam=args.beam)
+    result = export(args.weights, args.out, beam=args.beam, attention=args.attention)
     for path in result.files.values():
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
     print(
         f"model: {result.kernels} kernels, {result.steps} kernel calls per image; "
         f"weights (flash) {result.weights_bytes:,} bytes, static RAM {result.ram_bytes:,} bytes, no heap"
+        + (f", stack {result.stack_bytes:,} bytes (this machine's compiler)" if result.stack_bytes is not None else "")
     )
     print(f"build: make -C {args.out}    run: {args.out / 'edgevit'} digit.pgm", file=sys.stderr)
     return 0

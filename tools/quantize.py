@@ -3,43 +3,74 @@
     python tools/quantize.py weights/edgevit-mnist.safetensors --scheme int8 -o OUT
     python tools/quantize.py weights/edgevit-mnist.safetensors --compare [--json]
 
-A thin command line over edgevit.quantize. Outputs are written atomically and never over the input.
+A thin command line over edgevit.quant. Outputs are written atomically and never over the input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from edgevit.cli import run
+from edgevit.data import load_dataset
 from edgevit.errors import EdgeViTError
-from edgevit.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION, DEFAULT_PERCENTILE, SCHEMES, measure, quantize_file
+from edgevit.graph import BatchedForward
+from edgevit.measure import in_fresh_process, latencies, peak_rss
+from edgevit.quant.codec import CALIBRATION_METHODS, DEFAULT_PERCENTILE
+from edgevit.quant.files import DEFAULT_CALIBRATION, quantize_file
+from edgevit.quant.schemes import QUANTIZED
+from edgevit.runtime import Classifier
+from edgevit.weights import build_model, open_model_file
 
 COLUMNS = ("scheme", "bytes", "accuracy", "agreement", "max_logit_diff", "batch1_ms", "batch256_ips", "peak_rss_mb")
 
 
-def measure_apart(path: Path, data_dir) -> tuple[dict, np.ndarray]:
-    """measure() in a fresh process, so each scheme's peak memory and compile are its own."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure, (str(path), data_dir))
+def measure(path: str, data_dir=None, latency_calls: int = 200, throughput_images: int = 2560) -> tuple[dict, np.ndarray]:
+    """Everything --compare reports for one weights file, measured in the calling process: the row and
+    the test-set logits. Run each file in its own fresh process (tools/quantize.py does) so that peak
+    memory is its own; it is taken before the test set is loaded, so it is the model's serving footprint.
+    """
+    header, config, scheme, (mean, std) = open_model_file(path)
+    clf = Classifier(path, cache_dir=None)
+    one = np.zeros((1, config.image_size, config.image_size), np.float32)
+    batch1_ms, _ = latencies(lambda: clf.predict(one), latency_calls, warmup=10)
+    forward = BatchedForward(build_model(header, config, scheme), mean, std, 256)
+    images = np.random.default_rng(0).integers(0, 256, (throughput_images, config.image_size, config.image_size), np.uint8)
+    forward(images[:256])  # compile before timing
+    start = time.perf_counter()
+    forward(images)
+    batch256_ips = throughput_images / (time.perf_counter() - start)
+    peak_rss_mb = peak_rss() / 2**20
+    test = load_dataset(data_dir, config.num_classes).test
+    logits = forward(test.images)
+    row = {
+        "scheme": scheme,
+        "bytes": Path(path).stat().st_size,
+        "accuracy": float((logits.argmax(-1) == test.labels).mean()),
+        "batch1_ms": batch1_ms,
+        "batch256_ips": batch256_ips,
+        "peak_rss_mb": peak_rss_mb,
+    }
+    return row, logits
 
 
 def compare(source: Path, args) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         files = {"fp32": source}
-        for scheme in SCHEMES:
+        for scheme in QUANTIZED:
             files[scheme] = Path(tmp) / f"{scheme}.safetensors"
             quantize_file(source, files[scheme], scheme, args.calibration, args.calibration_method, args.percentile, args.data)
         reference = None
         for scheme, path in files.items():
-            row, logits = measure_apart(path, args.data)
+            # each scheme in a fresh process, so its peak memory and compile are its own
+            row, logits = in_fresh_process(measure, str(path), args.data)
             if reference is None:
                 reference = logits
             row["agreement"] = float((logits.argmax(-1) == reference.argmax(-1)).mean())
@@ -66,7 +97,7 @@ def table(rows: list[dict]) -> str:
 def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python tools/quantize.py", description=__doc__.splitlines()[0])
     p.add_argument("weights", type=Path, help="float (fp32) EdgeViT weights")
-    p.add_argument("--scheme", choices=SCHEMES, default="int8")
+    p.add_argument("--scheme", choices=QUANTIZED, default="int8")
     p.add_argument("-o", "--out", type=Path, help="output file (default: WEIGHTS with -SCHEME before .safetensors)")
     p.add_argument("--compare", action="store_true", help="measure fp32 and every scheme on the 10,000 test images")
     p.add_argument("--json", action="store_true", help="with --compare: a JSON list instead of the table")

@@ -1,0 +1,85 @@
+"""Training files: the inference weights a run produces, and the checkpoint that continues it.
+
+A checkpoint is a weights file plus the optimizer state (tensors under `optimizer.`) and
+`train_state` in its metadata: the step, the running sums of the epoch in progress, the data it
+trains on and where dropout's random stream had got to. `resume` rebuilds the exact run: the same
+losses and weights, bit for bit, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tinygrad import Tensor
+from tinygrad.nn.state import load_state_dict
+
+from edgevit import internals, weights
+from edgevit.data import Dataset
+from edgevit.errors import EdgeViTError
+from edgevit.trainer import Trainer, TrainSettings
+
+SUFFIX = ".ckpt.safetensors"
+
+
+def default_path(out: Path) -> Path:
+    """The checkpoint beside an output weights file: run.safetensors -> run.ckpt.safetensors."""
+    return out.with_name(out.name.removesuffix(".safetensors") + SUFFIX)
+
+
+def weights_path(checkpoint: Path) -> Path:
+    """The inference weights a checkpoint's run writes: run.ckpt.safetensors -> run.safetensors."""
+    return checkpoint.with_name(checkpoint.name.replace(SUFFIX, ".safetensors"))
+
+
+def save_weights(trainer: Trainer, path: str | Path, **metrics) -> None:
+    """The inference file: weights, config, preprocessing constants and metrics; no optimizer state."""
+    meta = trainer.metadata()
+    meta["metrics"] |= metrics
+    weights.save(path, dict(trainer.params), meta)
+
+
+def optimizer_state(trainer: Trainer) -> dict[str, Tensor]:
+    """The optimizer's tensors under their checkpoint names."""
+    state = {}
+    for group, (names, opt) in trainer.groups.items():
+        prefix = f"{weights.OPTIMIZER_PREFIX}{group}."
+        state |= {prefix + "b1_t": opt.b1_t, prefix + "b2_t": opt.b2_t}
+        state |= {f"{prefix}m.{n}": m for n, m in zip(names, opt.m)}
+        state |= {f"{prefix}v.{n}": v for n, v in zip(names, opt.v)}
+    return state
+
+
+def save(trainer: Trainer, path: str | Path) -> None:
+    """Everything `resume` needs to continue this exact run."""
+    state = {
+        "step": trainer.step,
+        "epoch_sums": trainer.epoch_sums,
+        "data": str(trainer.data.source),
+        "rng_counters": internals.rng_state(),
+    }
+    weights.save(path, trainer.params | optimizer_state(trainer), trainer.metadata(train_state=state))
+
+
+def resume(path: str | Path, data: Dataset) -> Trainer:
+    """The run saved in checkpoint `path`, ready to continue on `data`."""
+    header = weights.read_header(path)
+    if "train_state" not in header.metadata:
+        raise EdgeViTError(f"{header.path}: not a training checkpoint (no optimizer state); cannot resume from it")
+    fields = {f.name for f in dataclasses.fields(TrainSettings)}
+    trainer = Trainer(
+        weights.config_of(header),
+        TrainSettings(**{k: v for k, v in header.metadata["training"].items() if k in fields}),
+        data,
+    )
+    optimizer = optimizer_state(trainer)
+    weights.check_tensors(header, {k: (v.shape, "F32") for k, v in (trainer.params | optimizer).items()}, optimizer=True)
+    tensors = weights.load_tensors(header)
+    load_state_dict(trainer.model, {k: tensors[k] for k in trainer.params}, verbose=False)
+    for name, t in optimizer.items():
+        t.assign(tensors[name].to(t.device)).realize()
+    state, metrics = header.metadata["train_state"], header.metadata["metrics"]
+    internals.restore_rng_state(state["rng_counters"])  # dropout's random stream continues where it stopped
+    trainer.step, trainer.epoch_sums = state["step"], state["epoch_sums"]
+    trainer.history, trainer.train_seconds = metrics["history"], metrics["train_seconds"]
+    return trainer

@@ -1,0 +1,323 @@
+"""Every use of tinygrad's internals, behind one door.
+
+Everywhere else EdgeViT uses tinygrad's public API (Tensor, TinyJit, nn, Device, Context, dtypes).
+A few features need tinygrad's private structures, which change between releases:
+
+- the direct CPU replay walks a captured graph and calls its compiled kernels itself;
+- the pickled-graph cache renumbers buffers so a loaded graph cannot alias live ones;
+- zero-copy input and output reads the CPU allocator's memory;
+- the C export renders kernels with a portable C renderer and takes the captured graph apart;
+- exact training resume reads and restores the random-number counters;
+- choosing a backend lists the backends tinygrad knows and makes one the default.
+
+This module was written against tinygrad `SUPPORTED`. With any other version installed, `AVAILABLE`
+is False and nothing here touches tinygrad's private structures: the runtime falls back to
+tinygrad's own replay and copies, the cache is off, and the C export, the C runtime and exact resume
+refuse by name (`require`). `version_problem()` is the one line the command-line tools show for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import ClassVar
+
+import numpy as np
+from tinygrad import Device, Tensor
+
+from edgevit.errors import EdgeViTError
+
+SUPPORTED = "0.14.0"
+INSTALLED = version("tinygrad")
+# backends that hold files or describe other machines: never a place to run the model
+NOT_COMPUTE = ("DISK", "NPY", "TINYFS", "NULL", "REMOTE")
+# tinygrad 0.14's compute backends in its order of preference: what another version is assumed to know
+FALLBACK_BACKENDS = ("METAL", "AMD", "NV", "CUDA", "QCOM", "CL", "CPU", "DSP", "WEBGPU", "PYTHON")
+# cached graphs number their buffers from a random point of a range no live process counts into
+BUFFER_NUMBERS = 2**48
+
+AVAILABLE = INSTALLED == SUPPORTED
+if AVAILABLE:
+    from tinygrad.device import ALL_DEVICES
+    from tinygrad.dtype import AddrSpace, _to_np_dtype
+    from tinygrad.engine.realize import get_call_arg_uops, get_call_outs_ins, get_runtime, resolve_params
+    from tinygrad.helpers import DEV
+    from tinygrad.renderer.cstyle import ClangRenderer
+    from tinygrad.uop.ops import Ops, PatternMatcher, UOp, UPat, buffers
+
+
+def version_problem() -> str | None:
+    """One line when the installed tinygrad is not the one this module was written for."""
+    if AVAILABLE:
+        return None
+    return (
+        f"tinygrad {INSTALLED} is installed but EdgeViT was written for tinygrad {SUPPORTED}: the C export, the C runtime, "
+        "the graph cache and exact training resume are off, and inference uses tinygrad's slower public path"
+    )
+
+
+def require(feature: str) -> None:
+    """Refuse `feature` by name when it needs internals this tinygrad may not have."""
+    if not AVAILABLE:
+        raise EdgeViTError(f"{feature} needs tinygrad {SUPPORTED} (installed: {INSTALLED}): pip install tinygrad=={SUPPORTED}")
+
+
+# --- backends -------------------------------------------------------------------------------------
+def known_backends() -> list[str]:
+    """Every compute backend tinygrad knows, in its own order of preference."""
+    if not AVAILABLE:
+        return list(FALLBACK_BACKENDS)
+    extra = sorted(d for d in Device._devices if d not in ALL_DEVICES and d not in NOT_COMPUTE and d != "PYTHON")
+    # PYTHON (the emulator) last: it computes correctly at about a thousandth of the speed
+    return [d for d in ALL_DEVICES if d in Device._devices] + extra + ["PYTHON"]
+
+
+def make_default(device: str) -> None:
+    """Make `device` the backend new tensors go to (what tinygrad's `DEV` environment variable does)."""
+    if AVAILABLE:
+        DEV.value = device
+        return
+    with contextlib.suppress(AttributeError):
+        import tinygrad.helpers
+
+        tinygrad.helpers.DEV.value = device
+
+
+# --- buffers --------------------------------------------------------------------------------------
+def renumber_buffers() -> bool:
+    """Number this process's new buffers from a random point far from any other process's.
+
+    tinygrad numbers buffers with a per-process counter, and unpickling a graph reuses any live buffer
+    with the same number: a cached graph's buffers must come from a range no other process will be
+    using, or loading it would silently wire in the wrong weights. False when that cannot be done
+    (then graphs must not be cached).
+    """
+    if not AVAILABLE:
+        return False
+    UOp.unique_num = itertools.count(BUFFER_NUMBERS + secrets.randbelow(BUFFER_NUMBERS))
+    return True
+
+
+def host_view(t: Tensor) -> np.ndarray | None:
+    """A numpy array over a realized tensor's own memory, on backends whose memory the host shares
+    (CPU); None elsewhere. Reading and writing it skips tinygrad's scheduler, which costs
+    milliseconds per call next to a graph that runs in a few."""
+    if not AVAILABLE:
+        return None
+    try:
+        buf = t.uop.base.buffer
+        device = Device[buf.device]
+        device.synchronize()
+        memory = device.allocator._as_buffer(buf.get_buf(buf.device))
+    except (AttributeError, NotImplementedError):
+        return None
+    return np.frombuffer(memory, _to_np_dtype(buf.dtype), buf.size).reshape(t.shape)
+
+
+def is_captured(jit) -> bool:
+    """Whether a TinyJit has captured its graph (it runs eagerly once, captures on its second call)."""
+    return getattr(jit, "captured", None) is not None
+
+
+def jit_outputs(jit) -> tuple[np.ndarray, ...] | None:
+    """Host views of a captured graph's output buffers (their addresses never change), or None."""
+    if not AVAILABLE or not is_captured(jit):
+        return None
+    views = tuple(host_view(t) for t in jit.captured.ret)
+    return None if any(v is None for v in views) else views
+
+
+# --- direct CPU replay ----------------------------------------------------------------------------
+# one kernel launch: the compiled function and one argument tuple per core it is split over
+Launch = tuple[object, list[tuple]]
+
+
+def cpu_launches(jit, input_tensor: Tensor) -> list[Launch] | None:
+    """The captured graph as direct calls into its compiled CPU kernels, or None where it is not that.
+
+    What tinygrad's `CPUProgram.__call__` does, with every address resolved once: a captured graph's
+    buffers (weights, planned scratch, the reused input, the outputs) never move.
+    """
+    if not AVAILABLE or not is_captured(jit):
+        return None
+    launches = []
+    try:
+        for call in jit.captured.linear.src:
+            program = call.src[0]
+            if program.op is not Ops.PROGRAM or any(v.expr != "core_id" for v in program.arg.vars):
+                return None
+            resolved = resolve_params(call, (input_tensor.uop.base,))
+            bufs = [resolved[i].buffer.ensure_allocated() for i in program.arg.globals]
+            runtime = get_runtime(bufs[0].device, program)
+            if type(runtime).__name__ != "CPUProgram" or runtime.lvp:
+                return None
+            (threads, *_), _ = program.arg.launch_dims({})
+            args = [b.get_buf(b.device).va_addr for b in bufs] + [0] * len(program.arg.vars)
+            per_core = []
+            for tid in range(threads):  # a kernel tinygrad split over cores: one launch per core
+                if "core_id" in runtime.runtimevars:
+                    args[runtime.runtimevars["core_id"]] = tid
+                per_core.append(tuple(ctypes.c_uint64(a) for a in args))
+            launches.append((runtime.fxn, per_core))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    return launches
+
+
+# --- the C export ---------------------------------------------------------------------------------
+# tinygrad compiles each kernel alone, freestanding, without math.h: this prelude makes a kernel
+# compile there; `kernel_source` strips it again
+KERNEL_PRELUDE = (
+    '#define INFINITY __builtin_inff()\n#define NAN __builtin_nanf("")\n'
+    "#define sqrtf __builtin_sqrtf\n#define truncf __builtin_truncf\n#define exp2f __builtin_exp2f\n"
+)
+C_TYPES = {
+    np.dtype(np.float32): "float",
+    np.dtype(np.int32): "int",
+    np.dtype(np.int8): "signed char",
+    np.dtype(np.uint8): "unsigned char",
+}
+
+
+def c_type(dtype: np.dtype) -> str:
+    dtype = np.dtype(dtype)
+    if dtype not in C_TYPES:
+        raise EdgeViTError(f"the graph uses {dtype.name}, which the C export does not support")
+    return C_TYPES[dtype]
+
+
+if AVAILABLE:
+
+    def _render_bitcast(ctx, x: UOp) -> str | None:
+        if x.addrspace in (AddrSpace.GLOBAL, AddrSpace.LOCAL):
+            return None  # a pointer cast, which ClangRenderer already writes as plain C
+        # C99 reinterprets bits through a union; a compound literal keeps it one expression
+        source, target = c_type(_to_np_dtype(x.src[0].dtype)), c_type(_to_np_dtype(x.dtype))
+        return f"(((union {{ {source} from; {target} to; }}){{ .from = {ctx[x.src[0]]} }}).to)"
+
+    class PortableC(ClangRenderer):
+        """tinygrad's C renderer restricted to C99 any compiler takes: gcc, clang, embedded toolchains.
+
+        Scalar loads instead of clang vector types (compilers vectorise plain loops themselves), math.h
+        instead of __builtin_*, a union instead of __builtin_bit_cast, no thread index, and const on every
+        buffer a kernel only reads, so the weights can stay in flash.
+        """
+
+        supports_float4 = False
+        has_threads = False
+        infinity, nan = "INFINITY", "NAN"
+        code_for_op: ClassVar[dict] = {
+            **ClangRenderer.code_for_op,
+            Ops.SQRT: lambda x, dtype: f"sqrtf({x})",
+            Ops.TRUNC: lambda x, dtype: f"truncf({x})",
+            Ops.EXP2: lambda x, dtype: f"exp2f({x})",
+        }
+        string_rewrite = PatternMatcher([(UPat(Ops.BITCAST, name="x"), _render_bitcast)]) + ClangRenderer.string_rewrite
+
+        def render_kernel(self, function_name, kernel, bufs, uops, prefix=None) -> str:
+            return KERNEL_PRELUDE + super().render_kernel(function_name, kernel, bufs, uops, prefix)
+
+        def _render_dtype(self, dtype, sz=1, addrspace=AddrSpace.ALU, mutable=True, override_ptr=False, shape=None):
+            rendered = super()._render_dtype(dtype, sz, addrspace, mutable, override_ptr, shape)
+            read_only_argument = addrspace == AddrSpace.GLOBAL and not mutable and not override_ptr
+            return "const " + rendered if read_only_argument else rendered
+
+
+@contextlib.contextmanager
+def portable_c_kernels() -> Iterator[None]:
+    """Inside, the CPU backend renders new kernels with `PortableC` (it picks its renderer on every compile)."""
+    require("the C export")
+    device = Device["CPU"]
+    original = device.renderers
+    device.renderers = [PortableC]
+    try:
+        yield
+    finally:
+        device.renderers = original
+
+
+@dataclass(eq=False)
+class Argument:
+    """One buffer a captured kernel reads or writes; the same buffer is the same object in every call."""
+
+    dtype: np.dtype
+    count: int  # elements
+    kind: str  # "input", "output", "scratch" (written by the graph) or "constant" (only read)
+    data: np.ndarray | None = None  # constants only
+    name: str | None = None  # constants only: the state-dict name, where it is a model parameter
+
+
+@dataclass
+class KernelCall:
+    name: str  # tinygrad's function name: its prefix says what kind of kernel it is
+    source: str  # C, without the freestanding prelude
+    arguments: list[Argument]
+    writes: tuple[int, ...]  # positions in `arguments` the kernel stores to
+
+
+def take_apart(jit, outputs: tuple[Tensor, ...], parameters: dict[str, Tensor]) -> tuple[list[KernelCall], list[Argument]]:
+    """A graph captured under `portable_c_kernels()` as plain data: its kernel calls in order, and
+    the `outputs` tensors' arguments. `parameters` names the model's tensors (state-dict names)."""
+    require("the C export")
+    names = {t.uop.base: name for name, t in parameters.items()}
+    output_uops = [t.uop.base for t in outputs]
+    linear = jit.captured.linear
+    written = set()
+    for call in linear.src:
+        args = get_call_arg_uops(call)
+        written |= {args[i] for i in get_call_outs_ins(call)[0]}
+    known: dict = {}
+
+    def argument(u) -> Argument:
+        if u not in known:
+            count, dtype = int(np.prod(u.shape)), np.dtype(_to_np_dtype(u.dtype))
+            c_type(dtype)  # refuses a dtype the C file could not declare
+            if u.op is Ops.PARAM:
+                known[u] = Argument(dtype, count, "input")
+            elif u in output_uops:
+                known[u] = Argument(dtype, count, "output")
+            elif u in written:
+                known[u] = Argument(dtype, count, "scratch")
+            elif u.op is Ops.BUFFER and u in buffers:
+                known[u] = Argument(dtype, count, "constant", buffers[u].numpy()[:count].copy(), names.get(u))
+            else:
+                raise EdgeViTError(f"cannot export a read-only {u.op.name} argument: only whole weight buffers are supported")
+        return known[u]
+
+    calls = []
+    for call in linear.src:
+        program = call.src[0]
+        if program.op is not Ops.PROGRAM:
+            raise EdgeViTError(f"cannot export a graph step of type {program.op.name}")
+        if program.arg.vars or program.arg.global_size != (1, 1, 1):
+            raise EdgeViTError(
+                f"kernel {program.arg.function_name} needs launch variables; the C export runs each kernel once per image"
+            )
+        source = next(s.arg for s in program.src if s.op is Ops.SOURCE).replace(KERNEL_PRELUDE, "")
+        args, slots = get_call_arg_uops(call), program.arg.globals
+        writes = tuple(slots.index(slot) for slot in program.arg.outs)
+        calls.append(KernelCall(program.arg.function_name, source, [argument(args[i]) for i in slots], writes))
+    missing = [i for i, u in enumerate(output_uops) if u not in known]
+    if missing:
+        raise EdgeViTError("the captured graph does not write every output")
+    return calls, [known[u] for u in output_uops]
+
+
+# --- training -------------------------------------------------------------------------------------
+def rng_state() -> dict[str, list[int]]:
+    """The random-number counters of every device: where dropout's random stream has got to."""
+    require("exact training resume")
+    return {dev: c.tolist() for dev, c in Tensor._device_rng_counters.items()}
+
+
+def restore_rng_state(state: dict[str, list[int]]) -> None:
+    """Continue each device's random stream where `rng_state()` left it."""
+    require("exact training resume")
+    for dev, counter in state.items():
+        if dev in Tensor._device_rng_counters:
+            Tensor._device_rng_counters[dev].assign(Tensor(counter, device=dev, dtype="uint32")).realize()

@@ -1,0 +1,2 @@
+"""Smaller weights: the arithmetic (`codec`), what each scheme stores and computes (`schemes`), and
+quantized weights files (`files`)."""

@@ -1,0 +1,48 @@
+"""A captured graph on tinygrad's CPU backend, replayed as direct calls into its compiled kernels.
+
+tinygrad's own replay (`engine/realize.py` `exec_kernel`) resolves every argument's buffer, tracks
+stats and converts every address again on each call: about 30 us per kernel, and the batch-1 graph has
+73 kernels. Every address in a captured graph is fixed (weights, planned scratch, the reused input and
+the outputs), so `internals.cpu_launches` resolves them once and each call here is one ctypes call per
+kernel launch. A kernel tinygrad split over cores runs on all of them at once here, where tinygrad's
+replay runs the parts one after another.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from tinygrad import Tensor
+
+from edgevit import internals
+
+
+class CPUReplay:
+    def __init__(self, launches: list[internals.Launch], outputs: tuple[np.ndarray, ...]):
+        self.launches, self.outputs = launches, outputs  # outputs: views of the graph's output buffers
+        self.threads = max((len(per_core) for _, per_core in launches), default=1)
+        self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
+
+    @classmethod
+    def build(cls, jit, input_tensor: Tensor, expected: tuple[np.ndarray, ...]) -> CPUReplay | None:
+        """The replay of a captured `jit` whose input is `input_tensor`, or None where there is none:
+        another backend, launch variables, or a replay that does not reproduce `expected` (what
+        tinygrad computed from the input now in `input_tensor`) bit for bit."""
+        launches, outputs = internals.cpu_launches(jit, input_tensor), internals.jit_outputs(jit)
+        if launches is None or outputs is None:
+            return None
+        replay = cls(launches, outputs)
+        return replay if all(np.array_equal(a, b) for a, b in zip(replay(), expected, strict=True)) else None
+
+    def __call__(self) -> tuple[np.ndarray, ...]:
+        for fxn, per_core in self.launches:
+            if len(per_core) == 1:
+                fxn(*per_core[0])
+                continue
+            others = [self._pool.submit(fxn, *args) for args in per_core[1:]]  # ctypes releases the GIL
+            fxn(*per_core[0])
+            for done in others:
+                done.result()
+        # copied out: the graph's output buffers are reused by every call
+        return tuple(v.copy() for v in self.outputs)

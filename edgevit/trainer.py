@@ -1,0 +1,233 @@
+"""Training the ViT: AdamW, warm-up then cosine decay, label smoothing, host-side augmentation.
+
+The run is a pure function of (config, settings, seed, data, backend): batch order and augmentation
+come from generators seeded by (seed, epoch, step), so a resumed run (edgevit.checkpoint) replays
+exactly what an uninterrupted one would have done. `python -m edgevit.train` is the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import version
+
+import numpy as np
+from tinygrad import Context, Device, Tensor, TinyJit, nn
+from tinygrad.nn.state import get_state_dict
+
+from edgevit.data import Dataset, Split, training_batch
+from edgevit.errors import EdgeViTError
+from edgevit.graph import BatchedForward
+from edgevit.model import ViT, ViTConfig
+
+EVAL_BATCH = 500
+CHECK_SLICE = 1000  # a fixed test slice whose accuracy is recorded, so a file can be checked quickly later
+SPEED_SMOOTHING = 0.9  # EMA weight for the images/s figure shown while training
+# LayerNorm scales, biases, the class token and position embeddings are not weights to shrink
+NO_DECAY_SUFFIXES = (".bias", "cls_token", "pos_embedding")
+NO_DECAY_PARTS = ("ln1.", "ln2.", "norm.")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    augment: bool = True
+    seed: int = 0
+    limit: int = 0  # train on the first N images only (0: all); for smoke runs and tests
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.limit < 0:
+            raise EdgeViTError("epochs and batch size must be at least 1, the learning rate positive, limit >= 0")
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
+    """Linear warm-up to `peak` over `warmup` steps, then cosine decay to `floor` at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class StepReport:
+    epoch: int  # 1-based
+    step: int  # optimizer steps done in this epoch
+    steps_per_epoch: int
+    step_loss: float  # this step's loss
+    loss: float  # mean over the epoch so far
+    accuracy: float  # running training accuracy over the epoch so far
+    images_per_s: float
+    eta_s: float  # to the end of training
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    test_accuracy: float
+    seconds: float
+    images_per_s: float  # training steps only, compile included: what the epoch really cost
+
+
+class Trainer:
+    def __init__(self, config: ViTConfig, settings: TrainSettings, data: Dataset):
+        self.config, self.settings, self.data = config, settings, data
+        if data.train.images.shape[1:] != (config.image_size, config.image_size):
+            raise EdgeViTError(
+                f"{data.source}: images are {data.train.images.shape[1:]}, the model expects {config.image_size}"
+            )
+        self.mean, self.std = data.pixel_stats()
+        Tensor.manual_seed(settings.seed)
+        self.model = ViT(config)
+        self.params = get_state_dict(self.model)
+        decay = [k for k in self.params if not (k.endswith(NO_DECAY_SUFFIXES) or any(p in k for p in NO_DECAY_PARTS))]
+        self.groups = {
+            "decay": (
+                decay,
+                nn.optim.AdamW(
+                    [self.params[k] for k in decay], lr=settings.lr, weight_decay=settings.weight_decay, fused=False
+                ),
+            ),
+            "no_decay": (
+                keep := [k for k in self.params if k not in decay],
+                nn.optim.AdamW([self.params[k] for k in keep], lr=settings.lr, weight_decay=0.0, fused=False),
+            ),
+        }
+        self.optimizer = nn.optim.OptimizerGroup(*(opt for _, opt in self.groups.values()))
+        self.step = 0  # optimizer steps done since the start of the run
+        self.history: list[dict] = []  # one entry per finished epoch
+        self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0}  # of the epoch in progress
+        self.train_seconds = 0.0
+        self._train_step = TinyJit(self._train_fn)
+        self._step_calls = 0  # a TinyJit runs eagerly, then captures: its first two calls compile
+        # BEAM width for compiling the step: kernel shapes searched by timing them (once; tinygrad caches
+        # the result). Measured on a 2-core CPU: 507 -> 1,029 img/s for an 11-minute first compile.
+        self.beam = 0
+        self.forward = BatchedForward(self.model, self.mean, self.std, EVAL_BATCH)
+
+    # --- sizes --------------------------------------------------------------------------------
+    @property
+    def train_images(self) -> np.ndarray:
+        return self.data.train.images[: self.settings.limit or None]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        steps = len(self.train_images) // self.settings.batch_size
+        if steps == 0:
+            raise EdgeViTError(f"batch size {self.settings.batch_size} exceeds the {len(self.train_images)} training images")
+        return steps
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.settings.epochs
+
+    def lr(self, step: int) -> float:
+        s = self.settings
+        return lr_at(step, self.total_steps, round(s.warmup_epochs * self.steps_per_epoch), s.lr, s.min_lr)
+
+    # --- one step -----------------------------------------------------------------------------
+    def _train_fn(self, x: Tensor, y: Tensor, lr: Tensor) -> tuple[Tensor, Tensor]:
+        with Context(TRAINING=1):
+            for _, opt in self.groups.values():
+                opt.lr.assign(lr)
+            self.optimizer.zero_grad()
+            logits = self.model(x)
+            loss = logits.sparse_categorical_crossentropy(y, label_smoothing=self.settings.label_smoothing).backward()
+            correct = (logits.argmax(-1) == y).sum()
+            Tensor.realize(loss, correct, *self.optimizer.schedule_step())
+        return loss, correct
+
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Host batch `index` of `epoch` (0-based): normalised float32 images and int32 labels."""
+        s = self.settings
+        split = Split(self.train_images, self.data.train.labels[: s.limit or None])
+        return training_batch(
+            split, epoch, index, batch_size=s.batch_size, seed=s.seed, do_augment=s.augment, mean=self.mean, std=self.std
+        )
+
+    @property
+    def compiling(self) -> bool:
+        """Whether the next step still compiles the training graph rather than replaying it."""
+        return self._step_calls < 2
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        with Context(BEAM=self.beam) if self.compiling and self.beam else contextlib.nullcontext():
+            loss, correct = self._train_step(Tensor(x), Tensor(y), Tensor([self.lr(self.step)], dtype="float32"))
+        self.step += 1
+        self._step_calls += 1
+        return loss.item(), int(correct.item())
+
+    # --- the loop -----------------------------------------------------------------------------
+    def test_accuracy(self) -> tuple[float, np.ndarray]:
+        predictions = self.forward(self.data.test.images).argmax(-1)
+        return float((predictions == self.data.test.labels).mean()), predictions
+
+    def run(self, stop: Callable[[], bool] = lambda: False) -> Iterator[StepReport | EpochReport]:
+        """Train to the last epoch, yielding progress; returns early (between steps) when stop() says so."""
+        spe, bs = self.steps_per_epoch, self.settings.batch_size
+        step_time = None
+        while len(self.history) < self.settings.epochs:
+            # an epoch whose steps are all done but whose evaluation is not has start == spe
+            epoch = len(self.history)
+            start = self.step - epoch * spe
+            if start == 0:
+                self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0}
+            sums, busy, epoch_start = self.epoch_sums, 0.0, time.perf_counter()
+            for index in range(start, spe):
+                t0 = time.perf_counter()
+                x, y = self.batch(epoch, index)
+                compiling = self.compiling
+                loss, ok = self.train_step(x, y)
+                dt = time.perf_counter() - t0
+                self.train_seconds, busy = self.train_seconds + dt, busy + dt
+                if not compiling:
+                    step_time = dt if step_time is None else SPEED_SMOOTHING * step_time + (1 - SPEED_SMOOTHING) * dt
+                sums["loss"], sums["correct"], sums["seen"] = (
+                    sums["loss"] + loss * len(y),
+                    sums["correct"] + ok,
+                    sums["seen"] + len(y),
+                )
+                ips = bs / step_time if step_time else 0.0
+                eta = (self.total_steps - self.step) * step_time if step_time else float("nan")
+                yield StepReport(
+                    epoch + 1, index + 1, spe, loss, sums["loss"] / sums["seen"], sums["correct"] / sums["seen"], ips, eta
+                )
+                if stop():
+                    return
+            accuracy, predictions = self.test_accuracy()
+            head = slice(0, CHECK_SLICE)
+            train_loss, train_accuracy = sums["loss"] / sums["seen"], sums["correct"] / sums["seen"]
+            self.history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": train_loss,
+                    "train_accuracy": train_accuracy,
+                    "test_accuracy": accuracy,
+                    f"test_accuracy_first_{CHECK_SLICE}": float((predictions[head] == self.data.test.labels[head]).mean()),
+                }
+            )
+            seconds = time.perf_counter() - epoch_start
+            ips = (spe - start) * bs / busy if busy else 0.0
+            yield EpochReport(epoch + 1, self.settings.epochs, train_loss, train_accuracy, accuracy, seconds, ips)
+
+    def metadata(self, **extra) -> dict:
+        """What a weights file records about this run: config, normalisation, settings, metrics."""
+        return {
+            "config": dataclasses.asdict(self.config),
+            "preprocess": {"mean": self.mean, "std": self.std, "image_size": self.config.image_size},
+            "training": dataclasses.asdict(self.settings) | {"device": Device.DEFAULT, "tinygrad": version("tinygrad")},
+            "metrics": {"epochs_done": len(self.history), "history": self.history, "train_seconds": self.train_seconds}
+            | (self.history[-1] if self.history else {}),
+        } | extra

@@ -1,0 +1,86 @@
+"""The shape of the package: dependencies run one way, and tinygrad's internals stay behind one door."""
+
+import ast
+import re
+from pathlib import Path
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "edgevit"
+# tinygrad's public API: everything else of tinygrad is an internal, used only by edgevit/internals.py
+PUBLIC_TINYGRAD = {"tinygrad", "tinygrad.nn", "tinygrad.nn.state", "tinygrad.nn.optim"}
+INTERNAL_NAMES = re.compile(
+    r"_device_rng_counters|unique_num|\.captured\b|\.renderers\b|\bDEV\b|_devices\b|_as_buffer|\.allocator\b|\.lvp\b"
+)
+# the layers, lowest first: a module may import only from its own layer or lower ones
+LAYERS = [
+    {"errors", "resources", "internals", "quant"},
+    {"model", "data", "quant.codec", "measure"},
+    {"quant.schemes", "preprocess", "attention", "device", "cli"},
+    {"weights"},
+    {"graph", "reference", "quant.files"},
+    {"export.plan", "export.render", "export.build", "export.capture", "export"},
+    {"runtime.cache", "runtime.replay", "runtime.jit", "runtime.c", "runtime.classifier", "runtime"},
+    {"trainer", "checkpoint", "evaluate", "classify", "train"},
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every edgevit module `path` imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgevit"):
+            base = node.module.removeprefix("edgevit").lstrip(".")
+            for alias in node.names:
+                child = f"{base}.{alias.name}".lstrip(".")
+                found.add(child if (PACKAGE / (child.replace(".", "/") + ".py")).exists() else base)
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("edgevit.") for a in node.names if a.name.startswith("edgevit.")}
+    return {f for f in found if f}
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def test_every_module_has_a_layer():
+    layered = set().union(*LAYERS)
+    assert set(modules()) - {""} <= layered, f"unlayered: {set(modules()) - layered - {''}}"
+
+
+def test_dependencies_run_one_way_with_no_cycle():
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    upward = []
+    for name, path in modules().items():
+        for target in imports(path):
+            if name and target in rank and rank[target] > rank[name]:
+                upward.append(f"{name} -> {target}")
+    assert not upward, upward
+    graph = {name: imports(path) for name, path in modules().items()}
+
+    def visit(node, trail):
+        assert node not in trail, f"import cycle: {' -> '.join([*trail, node])}"
+        for nxt in graph.get(node, ()):
+            visit(nxt, [*trail, node])
+
+    for name in graph:
+        visit(name, [])
+
+
+def test_tinygrad_internals_are_used_from_one_module_only():
+    offenders = []
+    for name, path in modules().items():
+        if name == "internals":
+            continue
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            module = getattr(node, "module", None) or ""
+            if isinstance(node, ast.ImportFrom) and module.startswith("tinygrad") and module not in PUBLIC_TINYGRAD:
+                offenders.append(f"{name}: from {node.module} import ...")
+        offenders += [f"{name}: {m.group(0)}" for m in INTERNAL_NAMES.finditer(source)]
+    assert not offenders, offenders

@@ -1,0 +1,40 @@
+import numpy as np
+from tinygrad import Tensor, TinyJit
+
+from edgevit import internals
+from edgevit.data import normalize
+from edgevit.graph import inference_graph
+from edgevit.quant.schemes import inference_layout
+from edgevit.runtime import Classifier
+from edgevit.runtime.replay import CPUReplay
+from edgevit.weights import load_model
+
+
+def test_direct_cpu_replay_is_bit_identical_to_tinygrads_own(tiny_weights, tmp_path, mnist):
+    images = mnist.test.images[:12].astype(np.float32)
+    fast = Classifier(tiny_weights, cache_dir=tmp_path, device="CPU")
+    got_single = np.concatenate([fast.predict(images[i : i + 1]).probs for i in range(3)])
+    got_batch = fast.predict(images)
+    assert all(isinstance(fast.jit.replay(b), CPUReplay) for b in (1, 64))
+    # the batched graph has kernels tinygrad splits over cores: the replay runs those in parallel
+    assert fast.jit.replay(64).threads > 1
+
+    slow = Classifier(tiny_weights, cache_dir=None, device="CPU", replay=False)  # tinygrad's own replay only
+    np.testing.assert_array_equal(got_single, np.concatenate([slow.predict(images[i : i + 1]).probs for i in range(3)]))
+    expected = slow.predict(images)
+    assert slow.jit.replay(64) is None
+    np.testing.assert_array_equal(got_batch.probs, expected.probs)
+    np.testing.assert_array_equal(got_batch.attention, expected.attention)
+
+
+def test_a_replay_that_would_not_reproduce_tinygrads_outputs_is_never_used(tiny_weights, mnist):
+    model, header = load_model(tiny_weights)
+    pre = header.metadata["preprocess"]
+    jit = TinyJit(inference_graph(inference_layout(model)))
+    x = Tensor.empty(1, 1, 28, 28).contiguous().realize()
+    internals.host_view(x)[:] = normalize(mnist.test.images[:1], pre["mean"], pre["std"])
+    for _ in range(2):  # eager, then capture
+        outputs = jit(x)
+    right = tuple(t.numpy() for t in outputs)
+    assert CPUReplay.build(jit, x, right) is not None
+    assert CPUReplay.build(jit, x, tuple(np.ones_like(a) for a in right)) is None

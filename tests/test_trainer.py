@@ -1,0 +1,33 @@
+import itertools
+
+import numpy as np
+import pytest
+from conftest import step_losses
+
+from edgevit.errors import EdgeViTError
+from edgevit.model import ViTConfig
+from edgevit.trainer import Trainer, TrainSettings, lr_at
+
+TINY = ViTConfig(dim=16, depth=1, heads=2, mlp_dim=32, dropout=0.1)
+
+
+def test_lr_warms_up_then_decays_to_the_floor():
+    lrs = [lr_at(s, 100, 10, 1e-3, 1e-5) for s in range(101)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    assert lrs[55] == pytest.approx((1e-3 + 1e-5) / 2) and lrs[100] == pytest.approx(1e-5)
+
+
+def test_a_few_steps_on_a_small_subset_lower_the_loss(mnist):
+    settings = TrainSettings(epochs=15, batch_size=32, limit=64, lr=3e-3, augment=False, warmup_epochs=1)
+    trainer = Trainer(ViTConfig(dim=16, depth=1, heads=2, mlp_dim=32), settings, mnist)
+    losses = step_losses(trainer)
+    assert len(losses) == 30
+    assert np.mean(losses[-4:]) < 0.85 * np.mean(losses[:4]), losses
+
+
+def test_settings_and_data_are_checked(mnist):
+    with pytest.raises(EdgeViTError, match="exceeds the 10 training images"):
+        Trainer(TINY, TrainSettings(batch_size=16, limit=10), mnist).steps_per_epoch  # noqa: B018
+    with pytest.raises(EdgeViTError, match="must be at least 1"):
+        TrainSettings(epochs=0)
