@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-slow bench lint format
+.PHONY: setup demo test test-slow test-browser bench lint format
 setup:
 	@bash tools/setup.sh
 
@@ -18,6 +18,11 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# the attention explorer in headless Chromium (installs chromium, chromium-driver and selenium first)
+test-browser:
+	@bash tools/setup.sh browser
+	$(PY) -m pytest -q -m browser
 
 # EdgeViT against PyTorch and numpy on this machine (installs the [bench] extra: PyTorch, CPU build)
 bench: setup

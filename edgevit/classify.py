@@ -19,6 +19,7 @@ import numpy as np
 from edgevit.attention import render
 from edgevit.cli import run
 from edgevit.errors import EdgeViTError
+from edgevit.explain import explain
 from edgevit.preprocess import preprocess
 from edgevit.resources import shipped_weights
 from edgevit.runtime import RUNTIMES, Classifier
@@ -153,6 +154,11 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--topk", type=int, default=1, metavar="K", help="show the K most likely digits (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON Lines: path, digit, confidence, probs")
     p.add_argument("--attention", type=Path, metavar="OUT.png", help="write attention maps (a folder for several images)")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="after each answer, its attention as text: per layer, the class token's 4x4 grid and the strongest patch links",
+    )
     args = p.parse_args(argv)
     if args.topk < 1:
         raise EdgeViTError("--topk must be at least 1")
@@ -164,7 +170,7 @@ def cli(argv: list[str] | None = None) -> int:
     results = classify(
         args.images,
         weights,
-        keep_attention=args.attention is not None,
+        keep_attention=args.attention is not None or args.explain,
         device=args.device,
         runtime=args.runtime,
         c_library=args.c_library,
@@ -177,11 +183,15 @@ def cli(argv: list[str] | None = None) -> int:
                 if r.error
                 else {k: getattr(r, k) for k in ("path", "digit", "confidence", "probs")}
             )
+            if args.explain and not r.error:
+                fields["explain"] = explain(r.attention, grid=round((r.attention.shape[-1] - 1) ** 0.5))
             print(json.dumps(fields))
         elif r.error:
             print(f"edgevit-classify: error: {r.path}: {r.error}", file=sys.stderr)
         else:
             print(format_line(r, args.topk))
+            if args.explain:
+                print(explain(r.attention, grid=round((r.attention.shape[-1] - 1) ** 0.5)))
     if args.attention is not None and any(r.error is None for r in results):
         for path in write_attention(args.attention, results):
             print(f"attention map written to {path}", file=sys.stderr)

@@ -16,12 +16,12 @@ INTERNAL_NAMES = re.compile(
 LAYERS = [
     {"errors", "resources", "internals", "quant"},
     {"model", "data", "quant.codec", "measure"},
-    {"quant.schemes", "preprocess", "attention", "device", "cli"},
+    {"quant.schemes", "preprocess", "attention", "explain", "device", "cli"},
     {"weights"},
     {"graph", "reference", "quant.files"},
-    {"export.plan", "export.render", "export.build", "export.capture", "export"},
+    {"export.plan", "export.render", "export.build", "export.capture", "export.wasm", "export"},
     {"runtime.cache", "runtime.replay", "runtime.jit", "runtime.c", "runtime.classifier", "runtime"},
-    {"trainer", "checkpoint", "evaluate", "classify", "train"},
+    {"trainer", "checkpoint", "evaluate", "classify", "train", "demo", "demo.site", "demo.server", "demo.cli"},
 ]
 
 

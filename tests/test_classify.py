@@ -92,3 +92,15 @@ def test_second_run_reuses_the_compiled_graph(tiny_weights, tmp_path, mnist):
     second = classify(str(tmp_path / "d.png"), "--json", weights=tiny_weights, cache=cache)
     assert first.stdout == second.stdout
     assert list(cache.glob("*.jit")) == [entry] and entry.stat().st_mtime_ns == stored  # loaded, not rewritten
+
+
+def test_explain_prints_each_layers_attention_as_text(tiny_weights, tmp_path, mnist):
+    (tmp_path / "d.png").write_bytes(png(mnist.test.images[0]))
+    result = classify(str(tmp_path / "d.png"), "--explain", weights=tiny_weights, cache=tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(str(tmp_path / "d.png") + "\t")
+    assert "Layer 1 of 2" in result.stdout and "Layer 2 of 2" in result.stdout
+    assert sum(line.strip().startswith(("r0 ", "r1 ", "r2 ", "r3 ")) for line in lines) == 8  # a 4x4 grid per layer
+    as_json = classify(str(tmp_path / "d.png"), "--explain", "--json", weights=tiny_weights, cache=tmp_path / "c")
+    assert json.loads(as_json.stdout)["explain"].startswith("Attention, averaged over 2 heads")

@@ -203,8 +203,8 @@ def test_generated_c_reads_like_a_program(exported):
 def test_export_without_attention_saves_its_ram_and_still_classifies(tiny_weights, mnist, tmp_path):
     full = export.export(tiny_weights, tmp_path / "full")
     lean = export.export(tiny_weights, tmp_path / "lean", attention=False)
-    saved = 2 * 2 * 17 * 17 * 4  # depth 2, heads 2, 17 x 17 floats
-    assert full.ram_bytes - lean.ram_bytes >= saved
+    saved = full.ram_bytes - lean.ram_bytes
+    assert saved >= 2 * 2 * 17 * 17 * 4  # at least the maps themselves: depth 2, heads 2, 17 x 17 floats
     header = (tmp_path / "lean" / "edgevit_model.h").read_text()
     assert "#define EDGEVIT_HAS_ATTENTION 0" in header and f"exported without the attention maps: {saved} bytes less" in header
     subprocess.run(["make", "-s", "-C", str(tmp_path / "lean")], check=True, capture_output=True)

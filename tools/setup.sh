@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Idempotent set-up: Python 3.11+ check, clang for tinygrad's CPU backend, .venv with edgevit[dev].
-# Re-running is cheap: the pip step only runs when pyproject.toml changed since the last install.
+# Idempotent set-up: Python 3.11+ check, clang for tinygrad's CPU backend, the WebAssembly toolchain,
+# .venv with edgevit[dev]. Re-running is cheap: the pip step only runs when pyproject.toml changed.
+#   tools/setup.sh            what `make demo` and `make test` need
+#   tools/setup.sh browser    also Debian's chromium and chromium-driver (make test-browser)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+EXTRA=${1:-}
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
@@ -37,6 +40,19 @@ if [ ! -f /usr/aarch64-linux-gnu/include/math.h ]; then
     say "warning: arm64 headers missing (sudo apt-get install -y libc6-dev-arm64-cross); the aarch64 compile test will fail"
 fi
 
+# the explorer's WebAssembly: clang 19 vectorises the int8 kernels for WASM SIMD (clang 14, Debian 12's
+# default, makes int8 about 2x slower in the browser); plain lld is the fallback
+if ! command -v wasm-ld-19 >/dev/null && ! command -v wasm-ld >/dev/null; then
+  say "installing clang-19 and lld-19 (the C export is also built as WebAssembly)"
+  apt_install clang-19 lld-19 || apt_install lld ||
+    say "warning: no wasm-ld (sudo apt-get install -y clang-19 lld-19); the WebAssembly build and its tests will fail"
+fi
+
+if [ "$EXTRA" = browser ] && ! command -v chromedriver >/dev/null; then
+  say "installing chromium and chromium-driver (the explorer's tests run in headless Chromium)"
+  apt_install chromium chromium-driver || die "the browser tests need chromium and chromium-driver: sudo apt-get install -y chromium chromium-driver"
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV"
   if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
@@ -52,3 +68,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
 fi
+

@@ -64,6 +64,9 @@ def export(weights_path: str | os.PathLike, out_dir: str | os.PathLike, beam: in
         raise EdgeViTError(f"--beam must be 0 (no search) or more, not {beam}")
     graph = capture.capture(header, config, scheme, probe_input(config, 1), beam, attention)
     model = Model(config, mean, std, file_sha256(weights_path), weights_path.name)
+    if not attention:  # the header says what leaving the maps out saved: their buffer and the scores kept for it
+        with_maps = capture.capture(header, config, scheme, probe_input(config, 1), beam, attention=True)
+        model = replace(model, ram_with_attention=with_maps.ram_bytes)
     c, h = render(graph, model)
     stack = _measure_stack(c, h)
     if stack is not None:

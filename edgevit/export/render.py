@@ -66,6 +66,7 @@ class Model:
     source_name: str  # the weights file's name
     stack_note: str = "a few dozen bytes of locals in the entry points, plus the deepest kernel's"
     stack_bytes: int = 0
+    ram_with_attention: int | None = None  # of the same model exported with its attention maps
 
 
 def render(graph: Graph, model: Model) -> tuple[str, str]:
@@ -79,11 +80,11 @@ def render(graph: Graph, model: Model) -> tuple[str, str]:
     if leftover := NON_PORTABLE.search(kernels_c):
         raise EdgeViTError(f"tinygrad rendered non-portable C ({leftover.group(0)}); this tinygrad version is not supported")
     attention_size = cfg.depth * cfg.heads * cfg.tokens**2
-    attention_bytes = 4 * attention_size
     if attention:
-        attention_note = f",\n *          {attention_bytes} of them the attention maps"
+        attention_note = f",\n *          {attention[0].nbytes} of them the attention maps"
     else:
-        attention_note = f"\n *          (exported without the attention maps: {attention_bytes} bytes less)"
+        saved = "" if model.ram_with_attention is None else f": {model.ram_with_attention - graph.ram_bytes} bytes less"
+        attention_note = f"\n *          (exported without the attention maps{saved})"
     scratch = graph.role("scratch")
     scale, mean, std = c_literal(np.dtype(np.float32), np.float32([1 / 255, model.mean, model.std]))
     values = {

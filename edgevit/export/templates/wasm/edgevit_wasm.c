@@ -1,0 +1,18 @@
+/* What a browser needs beyond edgevit_model.h: buffers inside the module's linear memory.
+ *
+ * JavaScript cannot pass arrays to WebAssembly, only numbers. So it writes the 784 pixels straight
+ * into `pixels` (at the address edgevit_pixels_buffer() returns), calls
+ * edgevit_classify_pixels(pixels, probs, attention) with these three addresses, and reads the
+ * results back from the same memory: no copies through the JS/WASM boundary, no allocator.
+ */
+#include "edgevit_model.h"
+
+static float pixels[EDGEVIT_PIXELS];
+static float probs[EDGEVIT_NUM_CLASSES];
+static float attention[EDGEVIT_ATTENTION_SIZE]; /* (layer, head, query token, key token) */
+
+float *edgevit_pixels_buffer(void) { return pixels; }
+float *edgevit_probs_buffer(void) { return probs; }
+float *edgevit_attention_buffer(void) { return attention; }
+int edgevit_num_classes(void) { return EDGEVIT_NUM_CLASSES; }
+int edgevit_attention_size(void) { return EDGEVIT_ATTENTION_SIZE; }
