@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-slow test-browser bench lint format
+.PHONY: setup demo test test-slow test-browser test-devices bench lint format
 setup:
 	@bash tools/setup.sh
 
@@ -18,6 +18,12 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# OpenCL (pocl), 64-bit ARM under qemu-aarch64-static, Cortex-M boards under qemu-system-arm
+# (installs the cross compilers, QEMU and pocl first; pocl is visible to these tests only)
+test-devices:
+	@bash tools/setup.sh devices
+	$(PY) -m pytest -q -m devices
 
 # the attention explorer in headless Chromium (installs chromium, chromium-driver and selenium first)
 test-browser:

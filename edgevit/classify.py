@@ -18,11 +18,14 @@ import numpy as np
 
 from edgevit.attention import render
 from edgevit.cli import run
+from edgevit.device import measured
 from edgevit.errors import EdgeViTError
 from edgevit.explain import explain
 from edgevit.preprocess import preprocess
 from edgevit.resources import shipped_weights
 from edgevit.runtime import RUNTIMES, Classifier
+from edgevit.runtime.cache import Cache, default_cache_dir
+from edgevit.runtime.jit import JOB, time_forward
 from edgevit.weights import atomic_write
 
 WEIGHTS_ENV = "EDGEVIT_WEIGHTS"
@@ -135,9 +138,14 @@ def write_attention(out: Path, results: list[Result]) -> list[Path]:
 
 def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="edgevit-classify", description="Classify images of handwritten or printed digits.")
-    p.add_argument("images", nargs="+", help="image files, directories of images, or - for an image on stdin")
+    p.add_argument("images", nargs="*", help="image files, directories of images, or - for an image on stdin")
     p.add_argument("--weights", help="weights file (default: $EDGEVIT_WEIGHTS or the shipped weights)")
-    p.add_argument("--device", help="tinygrad backend, e.g. CPU, CUDA, METAL, CL (default: the best available)")
+    p.add_argument("--device", help="tinygrad backend, e.g. CPU, CUDA, METAL, CL (default: the fastest here, measured once)")
+    p.add_argument(
+        "--list-devices",
+        action="store_true",
+        help="one line per backend tinygrad knows: usable here or why not, its batch-1 time, and which is chosen",
+    )
     p.add_argument(
         "--runtime",
         choices=RUNTIMES,
@@ -160,6 +168,12 @@ def cli(argv: list[str] | None = None) -> int:
         help="after each answer, its attention as text: per layer, the class token's 4x4 grid and the strongest patch links",
     )
     args = p.parse_args(argv)
+    if args.list_devices:
+        for backend in measured(JOB, time_forward, Cache(default_cache_dir())):
+            print(backend.describe(JOB))
+        return 0
+    if not args.images:
+        p.error("give at least one image (or --list-devices)")
     if args.topk < 1:
         raise EdgeViTError("--topk must be at least 1")
     if args.images.count(STDIN) > 1:

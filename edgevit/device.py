@@ -1,8 +1,26 @@
-"""Choosing the tinygrad backend: the best one that really computes, or the one the user names."""
+"""Choosing the tinygrad backend: by measurement, remembered per machine, or the one the user names.
+
+tinygrad's own default is the first backend that opens in its fixed order (METAL, AMD, NV, CUDA, QCOM,
+CL, CPU, ...), which is not the fastest: with a CPU OpenCL driver installed (pocl) it is CL, about ten
+times slower than the CPU backend for this model. So with no `--device`, EdgeViT surveys the backends
+that work here, times the job at hand on each (the caller says how: a batch-1 forward, a training
+step) and remembers the winner with its measurements and a fingerprint of the survey. The memo is
+reused while the survey is the same; a backend that disappears or appears makes a new choice.
+"""
 
 from __future__ import annotations
 
-from tinygrad import Device, Tensor
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Protocol
+
+from tinygrad import Context, Device, Tensor
 
 from edgevit import internals
 from edgevit.errors import EdgeViTError
@@ -11,33 +29,189 @@ INSTALL_HINT = (
     "no usable tinygrad backend: install clang for the CPU backend (Debian/Ubuntu: sudo apt-get install -y clang), "
     "or a GPU driver (CUDA, Metal, OpenCL)"
 )
+EMULATOR = "PYTHON"  # computes correctly, about a thousand times slower: listed, never chosen by itself
+MEMO = "backends.json"
+MAX_REASON = 100  # characters of a backend's error shown as the reason it is not usable
+# what makes a backend appear or disappear without tinygrad changing: driver environment variables...
+STEERING_VARIABLES = ("DEV", "OCL_ICD_VENDORS", "OPENCL_VENDOR_PATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES")
+# ...and device files and installed OpenCL drivers (GPUs, AMD's KFD, Qualcomm's KGSL, ICD files)
+DEVICE_FILES = ("/dev/nvidia*", "/dev/kfd", "/dev/dri/renderD*", "/dev/kgsl-3d0", "/etc/OpenCL/vendors/*.icd")
+
+
+class Memo(Protocol):
+    """Where the choice is remembered (edgevit.runtime.cache.Cache)."""
+
+    def recall(self, name: str) -> str | None: ...
+    def remember(self, name: str, value: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    problem: str | None  # why it is not usable here; None when it is
+    ms: float | None = None  # the measured job, when it was measured
+    chosen: bool = False
+
+    def describe(self, job: str) -> str:
+        """One line: the name first, then whether it is usable (or why not), its time, and `chosen`."""
+        if self.problem is not None:
+            state = f"not usable: {self.problem}"
+        elif self.name == EMULATOR:
+            state = "usable (the Python emulator: never chosen automatically)"
+        else:
+            state = "usable"
+        timing = f"  {job} {self.ms:.3f} ms" if self.ms is not None else ""
+        return f"{self.name:<8}{state}{timing}{'  chosen' if self.chosen else ''}"
+
+
+def _reason(e: Exception) -> str:
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
+
+
+def problem(device: str) -> str | None:
+    """Why `device` cannot compute here (one line), or None when it computes a tiny sum correctly."""
+    try:
+        # as the default while it is checked: otherwise tinygrad opens every backend to find its own default
+        with Context(DEV=device):
+            if (Tensor([1.0, 2.0], device=device) * 2).tolist() == [2.0, 4.0]:
+                return None
+        return "computes wrong results"
+    except Exception as e:  # any failure to open, compile or run means this backend is not usable here
+        return _reason(e)
+
+
+def opening_problem(device: str) -> str | None:
+    """Why `device` does not open here, or None. Opening is what a survey can afford on every start
+    (a backend that opens but cannot compute fails its measurement instead)."""
+    try:
+        Device[device]
+        return None
+    except Exception as e:  # a missing driver, library or device file: not usable here
+        return _reason(e)
 
 
 def works(device: str) -> bool:
-    """Whether `device` opens, compiles and computes a tiny sum correctly here."""
-    try:
-        return (Tensor([1.0, 2.0], device=device) * 2).tolist() == [2.0, 4.0]
-    except Exception:  # any failure to open, compile or run means this backend is not usable here
-        return False
+    return problem(device) is None
 
 
-def select_device(name: str | None = None) -> str:
-    """Make `name` (or tinygrad's best available backend) the default and return its canonical name."""
-    if name:
-        wanted = name.upper()
-        if wanted.split(":")[0] not in internals.known_backends():
-            known = ", ".join(sorted(d for d in internals.known_backends() if d != "PYTHON"))
-            raise EdgeViTError(f"unknown device {name!r}; tinygrad knows {known}")
-        if not works(wanted):
-            hint = " (it needs clang: sudo apt-get install -y clang)" if wanted.startswith("CPU") else ""
-            raise EdgeViTError(f"device {wanted} is not usable on this machine{hint}")
-        internals.make_default(wanted)
-        return Device.canonicalize(wanted)
+def survey() -> list[Backend]:
+    """Every backend tinygrad knows, each with why it is not usable here (None when it is). The
+    emulator is not tried: it works everywhere, and trying it costs more than classifying an image."""
+    return [Backend(name, None if name == EMULATOR else opening_problem(name)) for name in internals.known_backends()]
+
+
+def candidates(backends: list[Backend]) -> list[str]:
+    return [b.name for b in backends if b.problem is None and b.name != EMULATOR]
+
+
+def fingerprint() -> str:
+    """What a remembered choice depends on, cheap enough to check on every start: the tinygrad version,
+    the backends it knows, the environment variables that steer them and the device files and
+    OpenCL drivers present. A driver installed or removed changes it, and the choice is made again."""
+    signals = [version("tinygrad"), internals.known_backends()]
+    signals.append({k: v for k, v in os.environ.items() if k in STEERING_VARIABLES or k.endswith("_PATH")})
+    signals.append(sorted(str(p) for pattern in DEVICE_FILES for p in Path("/").glob(pattern.lstrip("/"))))
+    return hashlib.sha256(json.dumps(signals).encode()).hexdigest()[:16]
+
+
+def make_default(name: str) -> str:
+    """Make `name` the backend new tensors go to; its canonical name."""
+    internals.make_default(name)
+    return Device.canonicalize(name)
+
+
+def select_device(name: str) -> str:
+    """The backend the user named, checked, made the default."""
+    wanted = name.upper()
+    if wanted.split(":")[0] not in internals.known_backends():
+        known = ", ".join(sorted(internals.known_backends()))
+        raise EdgeViTError(f"unknown device {name!r}; tinygrad knows {known}")
+    if (why := problem(wanted)) is not None:
+        hint = " (it needs clang: sudo apt-get install -y clang)" if wanted.startswith("CPU") else ""
+        raise EdgeViTError(f"device {wanted} is not usable on this machine: {why}{hint}")
+    return make_default(wanted)
+
+
+def _recall(memo: Memo, key: str, job: str) -> dict[str, float | None] | None:
+    """The remembered timings of `job` on this machine as it is now, or None. A memo is data from disk:
+    anything malformed, or naming a backend tinygrad does not offer, is ignored."""
     try:
-        chosen = Device.DEFAULT
-    except RuntimeError:
-        raise EdgeViTError(INSTALL_HINT) from None
-    if not works(chosen):
+        stored = json.loads(memo.recall(MEMO) or "{}")
+        entry = stored.get(key, {}).get(job) if isinstance(stored, dict) and isinstance(stored.get(key), dict) else None
+    except ValueError:
+        return None
+    known = set(internals.known_backends()) - {EMULATOR}
+    if isinstance(entry, dict) and entry and set(entry) <= known and all(map(_is_timing, entry.values())):
+        return entry
+    return None
+
+
+def _is_timing(value) -> bool:
+    """None (not measured: it was the only candidate) or a positive, finite number of milliseconds."""
+    if value is None:
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _remember(memo: Memo, key: str, job: str, timings: dict[str, float | None]) -> None:
+    try:
+        stored = json.loads(memo.recall(MEMO) or "{}")
+    except ValueError:
+        stored = {}
+    entry = stored.get(key) if isinstance(stored, dict) and isinstance(stored.get(key), dict) else {}
+    # only this fingerprint's entry is kept: the others describe a machine that is gone
+    memo.remember(MEMO, json.dumps({key: entry | {job: timings}}))
+
+
+def _fastest(timings: dict[str, float | None]) -> str:
+    return min(timings, key=lambda name: timings[name] or 0.0)
+
+
+def measured(job: str, measure: Callable[[str], float], memo: Memo) -> list[Backend]:
+    """A fresh survey with each usable backend's time for `job` (remembered for this fingerprint, or
+    measured now and remembered), the fastest marked chosen. A backend that fails its measurement is
+    not usable."""
+    backends = survey()
+    usable = candidates(backends)
+    if not usable:
         raise EdgeViTError(INSTALL_HINT)
-    internals.make_default(chosen)
-    return chosen
+    key = fingerprint()
+    timings = _recall(memo, key, job)
+    if timings is None or set(timings) - set(usable) or not set(timings):
+        timings, failed = _measure_all(usable, job, measure)
+        backends = [Backend(b.name, failed.get(b.name, b.problem)) for b in backends]
+        _remember(memo, key, job, timings)
+    best = _fastest(timings)
+    return [Backend(b.name, b.problem, timings.get(b.name), b.name == best) for b in backends]
+
+
+def _measure_all(usable: list[str], job: str, measure: Callable[[str], float]) -> tuple[dict, dict]:
+    """({backend: ms or None}, {backend: why its measurement failed}). With one candidate there is
+    nothing to choose between, and nothing is measured."""
+    if len(usable) == 1:
+        return {usable[0]: None}, {}
+    timings, failed = {}, {}
+    for name in usable:
+        try:
+            timings[name] = float(measure(name))
+        except Exception as e:  # a backend that opens but cannot run the model is not a candidate
+            failed[name] = f"failed the {job} measurement: {_reason(e)}"
+    if not timings:
+        raise EdgeViTError(INSTALL_HINT)
+    return timings, failed
+
+
+def choose_device(name: str | None, job: str, measure: Callable[[str], float], memo: Memo) -> str:
+    """`name` if given; otherwise the fastest usable backend for `job`, made the default.
+
+    The remembered choice is used while the fingerprint is the same and the backend still opens (the
+    cost of a start); otherwise every backend is surveyed and the usable ones timed again.
+    """
+    if name:
+        return select_device(name)
+    timings = _recall(memo, fingerprint(), job)
+    if timings is not None and opening_problem(remembered := _fastest(timings)) is None:
+        return make_default(remembered)
+    chosen = next(b.name for b in measured(job, measure, memo) if b.chosen)
+    return make_default(chosen)

@@ -14,9 +14,11 @@ import numpy as np
 
 from edgevit.cli import run
 from edgevit.data import load_dataset
-from edgevit.device import select_device
+from edgevit.device import choose_device
 from edgevit.graph import BatchedForward
 from edgevit.resources import FLOAT_WEIGHTS, shipped_weights
+from edgevit.runtime.cache import Cache, default_cache_dir
+from edgevit.runtime.jit import JOB, time_forward
 from edgevit.weights import build_model, open_model_file
 
 EVAL_BATCH = 500
@@ -65,11 +67,11 @@ def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edgevit.evaluate", description="Score a weights file on the test split.")
     p.add_argument("weights", nargs="?", help=f"an EdgeViT .safetensors file (default: the shipped {FLOAT_WEIGHTS})")
     p.add_argument("--data", help="directory with the MNIST-format IDX files (default: $EDGEVIT_DATA or bundled MNIST)")
-    p.add_argument("--device", help="tinygrad backend (default: the best available)")
+    p.add_argument("--device", help="tinygrad backend (default: the fastest here, measured once)")
     p.add_argument("--limit", type=int, default=0, help="score the first N test images only")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args(argv)
-    select_device(args.device)
+    choose_device(args.device, JOB, time_forward, Cache(default_cache_dir()))
     ev = evaluate(args.weights or shipped_weights(FLOAT_WEIGHTS), args.data, args.limit)
     print(json.dumps(asdict(ev)) if args.json else format_report(ev))
     return 0

@@ -14,10 +14,11 @@ from pathlib import Path
 from edgevit import checkpoint, weights
 from edgevit.cli import ProgressBar, StopFlag, format_duration, run
 from edgevit.data import load_dataset
-from edgevit.device import select_device
+from edgevit.device import choose_device
 from edgevit.errors import EdgeViTError
 from edgevit.model import ViTConfig
-from edgevit.trainer import StepReport, Trainer, TrainSettings
+from edgevit.runtime.cache import Cache, default_cache_dir
+from edgevit.trainer import StepReport, Trainer, TrainSettings, time_training_step
 
 DEFAULT_OUT = Path("runs/edgevit-mnist.safetensors")
 MODEL_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dropout")
@@ -29,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="directory with the four MNIST-format IDX files (default: $EDGEVIT_DATA or bundled MNIST)")
     p.add_argument("--out", type=Path, help=f"weights file to write (default: {DEFAULT_OUT})")
     p.add_argument("--resume", type=Path, metavar="CKPT", help="continue the run saved in this checkpoint")
-    p.add_argument("--device", help="tinygrad backend, e.g. CPU, CUDA, METAL, CL (default: the best available)")
+    p.add_argument("--device", help="tinygrad backend, e.g. CPU, CUDA, METAL, CL (default: the fastest here, measured once)")
     p.add_argument(
         "--beam",
         type=int,
@@ -109,7 +110,8 @@ def train(trainer: Trainer, ckpt: Path) -> bool:
 
 def cli(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    device = select_device(args.device)
+    # with several usable backends, the first run times a training step on each (once per machine)
+    device = choose_device(args.device, "training step", time_training_step, Cache(default_cache_dir()))
     trainer, out, ckpt = start(args)
     out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 from tinygrad import Context, Device, Tensor, TinyJit, nn
 from tinygrad.nn.state import get_state_dict
 
+from edgevit import internals
 from edgevit.data import Dataset, Split, training_batch
 from edgevit.errors import EdgeViTError
 from edgevit.graph import BatchedForward
@@ -231,3 +233,24 @@ class Trainer:
             "metrics": {"epochs_done": len(self.history), "history": self.history, "train_seconds": self.train_seconds}
             | (self.history[-1] if self.history else {}),
         } | extra
+
+
+TIMING_BATCH = 32
+TIMING_IMAGES = 64
+
+
+def time_training_step(device: str, config: ViTConfig | None = None) -> float:
+    """Median ms of a compiled training step (batch TIMING_BATCH, the default-size model) on `device`:
+    what choosing a backend for training compares. Random images: only the time matters."""
+    internals.make_default(device)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (TIMING_IMAGES, 28, 28), dtype=np.uint8)
+    split = Split(images, rng.integers(0, 10, TIMING_IMAGES))
+    trainer = Trainer(config or ViTConfig(), TrainSettings(batch_size=TIMING_BATCH), Dataset(split, split, Path("timing")))
+    x, y = trainer.batch(0, 0)
+    times = []
+    for _ in range(5):  # the first two compile; the rest are what a training step costs
+        start = time.perf_counter()
+        trainer.train_step(x, y)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[2:]) * 1e3)

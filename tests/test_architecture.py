@@ -10,7 +10,7 @@ PACKAGE = ROOT / "edgevit"
 # tinygrad's public API: everything else of tinygrad is an internal, used only by edgevit/internals.py
 PUBLIC_TINYGRAD = {"tinygrad", "tinygrad.nn", "tinygrad.nn.state", "tinygrad.nn.optim"}
 INTERNAL_NAMES = re.compile(
-    r"_device_rng_counters|unique_num|\.captured\b|\.renderers\b|\bDEV\b|_devices\b|_as_buffer|\.allocator\b|\.lvp\b"
+    r"_device_rng_counters|unique_num|\.captured\b|\.renderers\b|\bDEV\.value|\._devices\b|_as_buffer|\.allocator\b|\.lvp\b"
 )
 # the layers, lowest first: a module may import only from its own layer or lower ones
 LAYERS = [

@@ -3,6 +3,8 @@
 # .venv with edgevit[dev]. Re-running is cheap: the pip step only runs when pyproject.toml changed.
 #   tools/setup.sh            what `make demo` and `make test` need
 #   tools/setup.sh browser    also Debian's chromium and chromium-driver (make test-browser)
+#   tools/setup.sh devices    also OpenCL on the CPU (pocl), the 64-bit ARM cross compiler and QEMU user
+#                             mode, and the Cortex-M toolchain and QEMU system emulator (make test-devices)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRA=${1:-}
@@ -51,6 +53,33 @@ fi
 if [ "$EXTRA" = browser ] && ! command -v chromedriver >/dev/null; then
   say "installing chromium and chromium-driver (the explorer's tests run in headless Chromium)"
   apt_install chromium chromium-driver || die "the browser tests need chromium and chromium-driver: sudo apt-get install -y chromium chromium-driver"
+fi
+
+if [ "$EXTRA" = devices ]; then
+  for tool in arm-none-eabi-gcc qemu-system-arm aarch64-linux-gnu-gcc qemu-aarch64-static; do
+    if ! command -v "$tool" >/dev/null; then
+      say "installing the ARM cross compilers and QEMU (the device tests build for and emulate ARM boards)"
+      apt_install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc-aarch64-linux-gnu qemu-user-static ||
+        die "the device tests need: sudo apt-get install -y gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc-aarch64-linux-gnu qemu-user-static"
+      break
+    fi
+  done
+  # OpenCL on the CPU for the OpenCL tests, visible only where OCL_ICD_VENDORS names our own folder:
+  # installed system-wide, pocl would become tinygrad's default for every program on the machine
+  vendors="$VENV/opencl-vendors"
+  if [ ! -f "$vendors/pocl.icd" ]; then
+    had_pocl=0
+    [ -f /etc/OpenCL/vendors/pocl.icd ] && had_pocl=1
+    say "installing pocl (OpenCL on the CPU) for the OpenCL tests"
+    apt_install pocl-opencl-icd ocl-icd-libopencl1 || die "the OpenCL tests need: sudo apt-get install -y pocl-opencl-icd ocl-icd-libopencl1"
+    library=$(dpkg -L libpocl2 | grep -m1 '/libpocl\.so\.2$') || die "libpocl2 is installed but its library was not found"
+    mkdir -p "$vendors"
+    echo "$library" >"$vendors/pocl.icd"
+    # a pocl this set-up installed is hidden again; one that was there before is the user's to keep
+    if [ "$had_pocl" = 0 ]; then
+      as_root rm -f /etc/OpenCL/vendors/pocl.icd || say "warning: remove /etc/OpenCL/vendors/pocl.icd as root to hide pocl again"
+    fi
+  fi
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

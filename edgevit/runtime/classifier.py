@@ -8,42 +8,25 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit.device import select_device
+from edgevit.device import choose_device
 from edgevit.errors import EdgeViTError
 from edgevit.graph import padded_batches
 from edgevit.model import ViT
 from edgevit.quant.schemes import inference_layout
 from edgevit.runtime.c import CLibrary, CModel, usable_cores
 from edgevit.runtime.cache import Cache, default_cache_dir
-from edgevit.runtime.jit import JitRunner
+from edgevit.runtime.jit import JOB, JitRunner, time_forward
 from edgevit.weights import build_model, file_sha256, open_model_file
 
 RUNTIMES = ("tinygrad", "c")
 SMALL_BATCH = 8  # fewer images than this run one by one through the batch-1 graph
 BATCH = 64
-DEVICE_MEMO = "default-device"
 
 
 @dataclass
 class Prediction:
     probs: np.ndarray  # (N, classes)
     attention: np.ndarray  # (depth, N, heads, tokens, tokens)
-
-
-def choose_device(name: str | None, cache: Cache) -> str:
-    """The named backend, else the one found best on this machine before, else a fresh search.
-
-    Searching imports and opens every backend tinygrad knows, which costs more than classifying an
-    image; the cache directory remembers the answer.
-    """
-    if name:
-        return select_device(name)
-    remembered = cache.recall(DEVICE_MEMO)
-    if remembered and remembered.isalnum():
-        return select_device(remembered)
-    chosen = select_device()
-    cache.remember(DEVICE_MEMO, chosen)
-    return chosen
 
 
 class Classifier:
@@ -82,7 +65,7 @@ class Classifier:
             self.device = "C"
             self.library = CLibrary(self.path, self.sha256, self.cache, beam)
         else:
-            self.device = choose_device(device, self.cache)
+            self.device = choose_device(device, JOB, time_forward, self.cache)
             self.jit = JitRunner(self._inference_model, self.config, self.sha256, self.device, self.cache, beam, replay)
 
     def _inference_model(self) -> ViT:

@@ -8,6 +8,7 @@ the outputs read from the graph's own buffers, and the graph is replayed by `CPU
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -16,8 +17,12 @@ from tinygrad import Context, Tensor, TinyJit
 from edgevit import internals
 from edgevit.graph import inference_graph, probe_input
 from edgevit.model import ViT, ViTConfig
+from edgevit.quant.schemes import inference_layout
 from edgevit.runtime.cache import Cache, cache_key
 from edgevit.runtime.replay import CPUReplay
+
+JOB = "batch-1"  # what classification is timed by when choosing a backend
+TIMED_CALLS = 20
 
 
 class JitRunner:
@@ -107,3 +112,20 @@ class JitRunner:
             # the reused input still holds x: a replay must reproduce `out` from it exactly
             self._replays[batch] = CPUReplay.build(jit, self._inputs[batch][0], out)
         return out
+
+
+def time_forward(device: str, config: ViTConfig | None = None) -> float:
+    """Median ms of a batch-1 forward of the default-size model on `device`, as the runtime runs it
+    (direct replay where the backend allows): what choosing a backend for classification compares."""
+    config = config or ViTConfig()
+    internals.make_default(device)  # the model's tensors are created on the default backend
+    runner = JitRunner(lambda: inference_layout(ViT(config)), config, "timing", device, Cache(None))
+    x = probe_input(config, 1)
+    for _ in range(3):  # eager, capture, first replay: compiling is not what is compared
+        runner(x)
+    times = []
+    for _ in range(TIMED_CALLS):
+        start = time.perf_counter()
+        runner(x)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
