@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tinygrad import Tensor
 from tinygrad.nn.state import load_state_dict
 
 from edgevit import internals, weights
@@ -39,17 +38,6 @@ def save_weights(trainer: Trainer, path: str | Path, **metrics) -> None:
     weights.save(path, dict(trainer.params), meta)
 
 
-def optimizer_state(trainer: Trainer) -> dict[str, Tensor]:
-    """The optimizer's tensors under their checkpoint names."""
-    state = {}
-    for group, (names, opt) in trainer.groups.items():
-        prefix = f"{weights.OPTIMIZER_PREFIX}{group}."
-        state |= {prefix + "b1_t": opt.b1_t, prefix + "b2_t": opt.b2_t}
-        state |= {f"{prefix}m.{n}": m for n, m in zip(names, opt.m)}
-        state |= {f"{prefix}v.{n}": v for n, v in zip(names, opt.v)}
-    return state
-
-
 def save(trainer: Trainer, path: str | Path) -> None:
     """Everything `resume` needs to continue this exact run."""
     state = {
@@ -58,7 +46,7 @@ def save(trainer: Trainer, path: str | Path) -> None:
         "data": str(trainer.data.source),
         "rng_counters": internals.rng_state(),
     }
-    weights.save(path, trainer.params | optimizer_state(trainer), trainer.metadata(train_state=state))
+    weights.save(path, trainer.params | trainer.optimizer_state(), trainer.metadata(train_state=state))
 
 
 def resume(path: str | Path, data: Dataset) -> Trainer:
@@ -72,7 +60,7 @@ def resume(path: str | Path, data: Dataset) -> Trainer:
         TrainSettings(**{k: v for k, v in header.metadata["training"].items() if k in fields}),
         data,
     )
-    optimizer = optimizer_state(trainer)
+    optimizer = trainer.optimizer_state()
     weights.check_tensors(header, {k: (v.shape, "F32") for k, v in (trainer.params | optimizer).items()}, optimizer=True)
     tensors = weights.load_tensors(header)
     load_state_dict(trainer.model, {k: tensors[k] for k in trainer.params}, verbose=False)

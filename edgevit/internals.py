@@ -114,7 +114,7 @@ def host_view(t: Tensor) -> np.ndarray | None:
         device = Device[buf.device]
         device.synchronize()
         memory = device.allocator._as_buffer(buf.get_buf(buf.device))
-    except (AttributeError, NotImplementedError):
+    except (AttributeError, AssertionError, NotImplementedError):  # not a plain buffer of its own
         return None
     return np.frombuffer(memory, _to_np_dtype(buf.dtype), buf.size).reshape(t.shape)
 
@@ -137,11 +137,12 @@ def jit_outputs(jit) -> tuple[np.ndarray, ...] | None:
 Launch = tuple[object, list[tuple]]
 
 
-def cpu_launches(jit, input_tensor: Tensor) -> list[Launch] | None:
+def cpu_launches(jit, inputs: tuple[Tensor, ...]) -> list[Launch] | None:
     """The captured graph as direct calls into its compiled CPU kernels, or None where it is not that.
 
     What tinygrad's `CPUProgram.__call__` does, with every address resolved once: a captured graph's
-    buffers (weights, planned scratch, the reused input, the outputs) never move.
+    buffers (weights, planned scratch, the reused inputs, the outputs) never move. `inputs` are the
+    realized tensors the graph will read, in the order the jitted function takes them.
     """
     if not AVAILABLE or not is_captured(jit):
         return None
@@ -151,7 +152,7 @@ def cpu_launches(jit, input_tensor: Tensor) -> list[Launch] | None:
             program = call.src[0]
             if program.op is not Ops.PROGRAM or any(v.expr != "core_id" for v in program.arg.vars):
                 return None
-            resolved = resolve_params(call, (input_tensor.uop.base,))
+            resolved = resolve_params(call, tuple(t.uop.base for t in inputs))
             bufs = [resolved[i].buffer.ensure_allocated() for i in program.arg.globals]
             runtime = get_runtime(bufs[0].device, program)
             if type(runtime).__name__ != "CPUProgram" or runtime.lvp:
@@ -313,6 +314,11 @@ def rng_state() -> dict[str, list[int]]:
     """The random-number counters of every device: where dropout's random stream has got to."""
     require("exact training resume")
     return {dev: c.tolist() for dev, c in Tensor._device_rng_counters.items()}
+
+
+def random_state() -> list[Tensor]:
+    """The tensors holding every device's random-number counter (a training step advances them)."""
+    return list(Tensor._device_rng_counters.values()) if AVAILABLE else []
 
 
 def restore_rng_state(state: dict[str, list[int]]) -> None:

@@ -7,7 +7,6 @@ exactly what an uninterrupted one would have done. `python -m edgevit.train` is 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -17,7 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-from tinygrad import Context, Device, Tensor, TinyJit, nn
+from tinygrad import Context, Device, Tensor, nn
 from tinygrad.nn.state import get_state_dict
 
 from edgevit import internals
@@ -25,6 +24,8 @@ from edgevit.data import Dataset, Split, training_batch
 from edgevit.errors import EdgeViTError
 from edgevit.graph import BatchedForward
 from edgevit.model import ViT, ViTConfig
+from edgevit.step import CompiledStep
+from edgevit.weights import OPTIMIZER_PREFIX
 
 EVAL_BATCH = 500
 CHECK_SLICE = 1000  # a fixed test slice whose accuracy is recorded, so a file can be checked quickly later
@@ -112,11 +113,7 @@ class Trainer:
         self.history: list[dict] = []  # one entry per finished epoch
         self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0}  # of the epoch in progress
         self.train_seconds = 0.0
-        self._train_step = TinyJit(self._train_fn)
-        self._step_calls = 0  # a TinyJit runs eagerly, then captures: its first two calls compile
-        # BEAM width for compiling the step: kernel shapes searched by timing them (once; tinygrad caches
-        # the result). Measured on a 2-core CPU: 507 -> 1,029 img/s for an 11-minute first compile.
-        self.beam = 0
+        self.compiled = CompiledStep(self._train_fn, self.updated_state)
         self.forward = BatchedForward(self.model, self.mean, self.std, EVAL_BATCH)
 
     # --- sizes --------------------------------------------------------------------------------
@@ -160,16 +157,38 @@ class Trainer:
         )
 
     @property
+    def beam(self) -> int:
+        """BEAM width for compiling the step: kernel shapes searched by timing them (once; tinygrad
+        caches the result). Measured on a 2-core CPU: 507 -> 1,029 img/s for an 11-minute first compile."""
+        return self.compiled.beam
+
+    @beam.setter
+    def beam(self, width: int) -> None:
+        self.compiled.beam = width
+
+    @property
     def compiling(self) -> bool:
         """Whether the next step still compiles the training graph rather than replaying it."""
-        return self._step_calls < 2
+        return self.compiled.compiling
+
+    def optimizer_state(self) -> dict[str, Tensor]:
+        """The optimizer's tensors under their checkpoint names."""
+        state = {}
+        for group, (names, opt) in self.groups.items():
+            prefix = f"{OPTIMIZER_PREFIX}{group}."
+            state |= {prefix + "b1_t": opt.b1_t, prefix + "b2_t": opt.b2_t}
+            state |= {f"{prefix}m.{n}": m for n, m in zip(names, opt.m)}
+            state |= {f"{prefix}v.{n}": v for n, v in zip(names, opt.v)}
+        return state
+
+    def updated_state(self) -> list[Tensor]:
+        """Every tensor a training step writes that outlives it: weights, optimizer, random stream."""
+        return [*self.params.values(), *self.optimizer_state().values(), *internals.random_state()]
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
-        with Context(BEAM=self.beam) if self.compiling and self.beam else contextlib.nullcontext():
-            loss, correct = self._train_step(Tensor(x), Tensor(y), Tensor([self.lr(self.step)], dtype="float32"))
+        loss, correct = self.compiled(x, y, self.lr(self.step))
         self.step += 1
-        self._step_calls += 1
-        return loss.item(), int(correct.item())
+        return loss, correct
 
     # --- the loop -----------------------------------------------------------------------------
     def test_accuracy(self) -> tuple[float, np.ndarray]:

@@ -21,7 +21,7 @@ LAYERS = [
     {"graph", "reference", "quant.files"},
     {"export.plan", "export.render", "export.build", "export.capture", "export.wasm", "export"},
     {"runtime.cache", "runtime.replay", "runtime.jit", "runtime.c", "runtime.classifier", "runtime"},
-    {"trainer", "checkpoint", "evaluate", "classify", "train", "demo", "demo.site", "demo.server", "demo.cli"},
+    {"step", "trainer", "checkpoint", "evaluate", "classify", "train", "demo", "demo.site", "demo.server", "demo.cli"},
 ]
 
 

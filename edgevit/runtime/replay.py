@@ -29,7 +29,7 @@ class CPUReplay:
         """The replay of a captured `jit` whose input is `input_tensor`, or None where there is none:
         another backend, launch variables, or a replay that does not reproduce `expected` (what
         tinygrad computed from the input now in `input_tensor`) bit for bit."""
-        launches, outputs = internals.cpu_launches(jit, input_tensor), internals.jit_outputs(jit)
+        launches, outputs = internals.cpu_launches(jit, (input_tensor,)), internals.jit_outputs(jit)
         if launches is None or outputs is None:
             return None
         replay = cls(launches, outputs)
