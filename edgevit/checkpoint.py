@@ -32,9 +32,12 @@ def weights_path(checkpoint: Path) -> Path:
 
 
 def save_weights(trainer: Trainer, path: str | Path, **metrics) -> None:
-    """The inference file: weights, config, preprocessing constants and metrics; no optimizer state."""
+    """The inference file: weights, config, preprocessing constants, metrics and the calibration
+    temperature fitted on the validation split; no optimizer state."""
     meta = trainer.metadata()
     meta["metrics"] |= metrics
+    if (calibration := trainer.fit_temperature()) is not None:
+        meta["calibration"] = calibration
     weights.save(path, dict(trainer.params), meta)
 
 
@@ -55,11 +58,9 @@ def resume(path: str | Path, data: Dataset) -> Trainer:
     if "train_state" not in header.metadata:
         raise EdgeViTError(f"{header.path}: not a training checkpoint (no optimizer state); cannot resume from it")
     fields = {f.name for f in dataclasses.fields(TrainSettings)}
-    trainer = Trainer(
-        weights.config_of(header),
-        TrainSettings(**{k: v for k, v in header.metadata["training"].items() if k in fields}),
-        data,
-    )
+    # runs from before validation splits trained on every image: they continue that way
+    saved = {"validation": 0} | {k: v for k, v in header.metadata["training"].items() if k in fields}
+    trainer = Trainer(weights.config_of(header), TrainSettings(**saved), data)
     optimizer = trainer.optimizer_state()
     weights.check_tensors(header, {k: (v.shape, "F32") for k, v in (trainer.params | optimizer).items()}, optimizer=True)
     tensors = weights.load_tensors(header)

@@ -51,9 +51,14 @@ class Dataset:
     source: Path
 
     def pixel_stats(self) -> tuple[float, float]:
-        """Mean and std of training pixels on [0, 1]: the normalisation the model is trained with."""
-        x = self.train.images.astype(np.float64) / 255.0
-        return float(x.mean()), float(x.std())
+        """Of the whole training split (a trainer holding images out computes its own)."""
+        return pixel_stats(self.train.images)
+
+
+def pixel_stats(images: np.ndarray) -> tuple[float, float]:
+    """Mean and std of pixels on [0, 1]: the normalisation a model is trained with."""
+    x = images.astype(np.float64) / 255.0
+    return float(x.mean()), float(x.std())
 
 
 def parse_idx(raw: bytes, name: str) -> np.ndarray:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from edgevit.calibration import Bin, expected_calibration_error, reliability, softmax
 from edgevit.cli import run
 from edgevit.data import load_dataset
 from edgevit.device import choose_device
@@ -19,9 +20,17 @@ from edgevit.graph import BatchedForward
 from edgevit.resources import FLOAT_WEIGHTS, shipped_weights
 from edgevit.runtime.cache import Cache, default_cache_dir
 from edgevit.runtime.jit import JOB, time_forward
-from edgevit.weights import build_model, open_model_file
+from edgevit.weights import build_model, open_model_file, temperature_of
 
 EVAL_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Calibration:
+    temperature: float  # the weights file's: probabilities are softmax(logits / temperature)
+    ece: float  # expected calibration error with it, 15 equal-width bins
+    ece_uncalibrated: float  # the same with temperature 1
+    reliability: list[Bin]  # the bins behind `ece`
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,17 @@ class Evaluation:
     per_class: list[float | None]  # recall of each true class; None where the split has none of it
     confusion: list[list[int]]  # confusion[true][predicted]
     images: int
+    calibration: Calibration | None = None
+
+
+def calibration(logits: np.ndarray, labels: np.ndarray, temperature: float) -> Calibration:
+    probs = softmax(logits, temperature)
+    return Calibration(
+        temperature,
+        expected_calibration_error(probs, labels),
+        expected_calibration_error(softmax(logits), labels),
+        reliability(probs, labels),
+    )
 
 
 def score(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> Evaluation:
@@ -48,7 +68,9 @@ def evaluate(weights_path: str | os.PathLike, data_dir: str | os.PathLike | None
     data = load_dataset(data_dir, config.num_classes)
     images, labels = data.test.images[: limit or None], data.test.labels[: limit or None]
     forward = BatchedForward(build_model(header, config, scheme), mean, std, min(EVAL_BATCH, max(1, len(images))))
-    return score(forward(images).argmax(-1), labels, config.num_classes)
+    logits = forward(images)
+    scored = score(logits.argmax(-1), labels, config.num_classes)
+    return replace(scored, calibration=calibration(logits, labels, temperature_of(header)))
 
 
 def format_report(ev: Evaluation) -> str:
@@ -60,7 +82,22 @@ def format_report(ev: Evaluation) -> str:
     ]
     lines += ["", "confusion (rows: true digit, columns: predicted):", "      " + "".join(f"{c:>6}" for c in range(n))]
     lines += [f"  {c:>3} " + "".join(f"{v:>6}" for v in row) for c, row in enumerate(ev.confusion)]
+    if ev.calibration is not None:
+        lines += ["", *format_calibration(ev.calibration)]
     return "\n".join(lines)
+
+
+def format_calibration(cal: Calibration) -> list[str]:
+    lines = [
+        f"calibration: expected calibration error {100 * cal.ece:.2f}% with temperature {cal.temperature:.4g} "
+        f"({100 * cal.ece_uncalibrated:.2f}% without)",
+        "reliability (confidence = the top probability; a calibrated model's accuracy matches it):",
+        "  confidence      images  mean conf.  accuracy",
+    ]
+    for b in cal.reliability:
+        if b.images:
+            lines.append(f"  {b.lower:.3f}-{b.upper:.3f} {b.images:>8}  {100 * b.confidence:9.2f}%  {100 * b.accuracy:7.2f}%")
+    return lines
 
 
 def cli(argv: list[str] | None = None) -> int:

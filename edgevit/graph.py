@@ -16,12 +16,15 @@ from edgevit.data import normalize
 from edgevit.model import ViT, ViTConfig
 
 
-def inference_graph(model: ViT, attention: bool = True) -> Callable[[Tensor], tuple[Tensor, ...]]:
+def inference_graph(model: ViT, attention: bool = True, temperature: float = 1.0) -> Callable[[Tensor], tuple[Tensor, ...]]:
     """Normalised (B, 1, H, W) -> (probabilities (B, classes), attention (depth, B, heads, T, T)),
-    or the probabilities alone when `attention` is False (a smaller graph: no maps to store)."""
+    or the probabilities alone when `attention` is False (a smaller graph: no maps to store).
+    Probabilities are softmax(logits / temperature): calibrated, when the weights file has a temperature."""
 
     def forward(x: Tensor) -> tuple[Tensor, ...]:
         logits, maps = model.forward(x)
+        if temperature != 1.0:
+            logits = logits * (1.0 / temperature)
         outputs = (logits.softmax(-1), maps) if attention else (logits.softmax(-1),)
         # one realize for all: realizing them one at a time would run the whole network twice
         Tensor.realize(*outputs)

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import multiprocessing
 import resource
+import signal
 import time
+import traceback
 from collections.abc import Callable
 
 import numpy as np
+
+CLOSE_TIMEOUT_S = 30  # a worker asked to stop that is still running after this is terminated
 
 
 def peak_rss() -> int:
@@ -36,17 +40,101 @@ def latencies(call: Callable[[], object], calls: int, warmup: int) -> tuple[floa
     return float(np.median(times) * 1e3), float(np.percentile(times, 90) * 1e3)
 
 
-def throughput(call: Callable[[], object], items: int, repeats: int) -> float:
-    """Items per second of `call` (which handles `items` per call) over `repeats` calls after one warm-up
-    (the warm-up may compile: not part of the figure)."""
-    call()
-    start = time.perf_counter()
-    for _ in range(repeats):
+def timed_calls(call: Callable[[], object], seconds: float, min_calls: int, warmup: int) -> list[float]:
+    """Durations (s) of calls to `call`, made for at least `seconds` and `min_calls` calls, after
+    `warmup` untimed ones."""
+    for _ in range(warmup):
         call()
-    return items * repeats / (time.perf_counter() - start)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_calls or time.perf_counter() - start < seconds:
+        begin = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - begin)
+    return times
+
+
+def rate(call: Callable[[], object], items: int, seconds: float) -> float:
+    """Items per second of `call` (which handles `items` per call), calling it for at least `seconds`
+    after one untimed call (the first call after other work pays for refilling the caches)."""
+    call()
+    calls, start = 0, time.perf_counter()
+    while not calls or time.perf_counter() - start < seconds:
+        call()
+        calls += 1
+    return items * calls / (time.perf_counter() - start)
 
 
 def in_fresh_process(fn: Callable, *args):
     """fn(*args) in a freshly spawned process: its imports, compiles and memory peak are its own."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args)
+
+
+class WorkerError(Exception):
+    """A Worker's object failed (the message is its traceback) or its process died."""
+
+
+def _serve(conn, factory: Callable, args: tuple) -> None:
+    """The worker's side: build the object, then answer (method, args) requests until None."""
+    # Ctrl-C reaches the whole process group: the parent handles it and closes its workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        obj = factory(*args)
+        conn.send((True, None))
+        while (request := conn.recv()) is not None:
+            method, method_args = request
+            conn.send((True, getattr(obj, method)(*method_args)))
+    except EOFError:  # the parent is gone
+        return
+    except Exception:
+        conn.send((False, traceback.format_exc()))
+
+
+class Worker:
+    """`factory(*args)` built in a freshly spawned process, its methods called from here over a pipe.
+
+    Spawned, not forked, so its imports, compiles and memory peak are its own; long-lived, so a
+    benchmark can come back to it round after round. One request at a time; an error ends it.
+    """
+
+    def __init__(self, factory: Callable, *args):
+        context = multiprocessing.get_context("spawn")
+        self._conn, theirs = context.Pipe()
+        self._process = context.Process(target=_serve, args=(theirs, factory, args), daemon=True)
+        self._process.start()
+        theirs.close()  # only the child holds its end now, so its death reads as EOF here
+        self._reply()  # built, or why not
+
+    def call(self, method: str, *args):
+        """obj.method(*args), run in the worker."""
+        self._conn.send((method, args))
+        return self._reply()
+
+    def _reply(self):
+        try:
+            ok, value = self._conn.recv()
+        except EOFError:
+            self._process.join()
+            raise WorkerError(f"the worker process died (exit code {self._process.exitcode})") from None
+        if not ok:
+            raise WorkerError(value)
+        return value
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            try:
+                self._conn.send(None)
+            except OSError:  # it is on its way out already
+                pass
+            self._process.join(CLOSE_TIMEOUT_S)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join()
+        self._conn.close()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -2,12 +2,14 @@
 
 They are the references `tools/bench.py` measures EdgeViT against, and they load the very same
 fp32 weights file. Both follow `edgevit.model` exactly (pre-norm blocks, LayerNorm eps 1e-5, tanh GELU).
+The PyTorch module exported to ONNX (`export_onnx`) is what ONNX Runtime and OpenVINO run in the bench.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -16,6 +18,7 @@ from edgevit.model import ViTConfig
 from edgevit.weights import load_tensors, open_model_file
 
 LAYERNORM_EPS = 1e-5  # tinygrad's nn.LayerNorm default
+ONNX_OPSET = 17  # the first opset with LayerNormalization as one operator
 
 
 def float_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ViTConfig, tuple[float, float]]:
@@ -77,6 +80,8 @@ def torch_vit(w: dict[str, np.ndarray], config):
     except ImportError:
         raise EdgeViTError("PyTorch is not installed: pip install -e '.[bench]'") from None
 
+    head_root = math.sqrt(config.dim // config.heads)
+
     class Block(nn.Module):
         def __init__(self):
             super().__init__()
@@ -89,7 +94,8 @@ def torch_vit(w: dict[str, np.ndarray], config):
             B, T, D = x.shape
             h = self.ln1(x)
             q, k, v = (m(h).view(B, T, config.heads, -1).transpose(1, 2) for m in (self.query, self.key, self.value))
-            att = (q @ k.transpose(-2, -1) / math.sqrt(D // config.heads)).softmax(-1)  # (B, H, T, T)
+            # the scale from the config, not from x.shape: an ONNX export then keeps it a constant
+            att = (q @ k.transpose(-2, -1) / head_root).softmax(-1)  # (B, H, T, T)
             x = x + self.proj((att @ v).transpose(1, 2).reshape(B, T, D))
             return x + self.fc2(nn.functional.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
 
@@ -120,3 +126,26 @@ def torch_vit(w: dict[str, np.ndarray], config):
         renamed[name] = torch.from_numpy(value.copy())
     model.load_state_dict(renamed, strict=True)
     return model.eval()
+
+
+def export_onnx(w: dict[str, np.ndarray], config, path: str | os.PathLike) -> None:
+    """The PyTorch module as an ONNX file (opset 17, any batch size): the model ONNX Runtime and
+    OpenVINO run in the bench, so every runtime there starts from the same weights."""
+    import torch
+
+    model = torch_vit(w, config)
+    example = torch.zeros(1, 1, config.image_size, config.image_size)
+    with warnings.catch_warnings():
+        # torch 2.13 flags its TorchScript-based exporter as legacy; the default one needs onnxscript,
+        # one more package, for the same opset-17 graph of this model
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        )

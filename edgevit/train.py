@@ -50,6 +50,11 @@ def parser() -> argparse.ArgumentParser:
     run_args.add_argument("--no-augment", dest="augment", action="store_const", const=False, help="train on the raw images")
     run_args.add_argument("--seed", type=int, help=f"default {d.seed}")
     run_args.add_argument("--limit", type=int, help="train on the first N images only")
+    run_args.add_argument(
+        "--validation",
+        type=int,
+        help=f"hold out the last N training images to fit the calibration temperature on (default {d.validation})",
+    )
     model_args = p.add_argument_group("model size (defaults: the 16-patch, 64-dim design)")
     c = ViTConfig()
     for name in MODEL_FLAGS[:-1]:

@@ -20,7 +20,8 @@ from tinygrad import Context, Device, Tensor, nn
 from tinygrad.nn.state import get_state_dict
 
 from edgevit import internals
-from edgevit.data import Dataset, Split, training_batch
+from edgevit.calibration import fit_temperature, nll
+from edgevit.data import Dataset, Split, pixel_stats, training_batch
 from edgevit.errors import EdgeViTError
 from edgevit.graph import BatchedForward
 from edgevit.model import ViT, ViTConfig
@@ -28,6 +29,7 @@ from edgevit.step import CompiledStep
 from edgevit.weights import OPTIMIZER_PREFIX
 
 EVAL_BATCH = 500
+VALIDATION_SHARE = 10  # a small training split gives at most a tenth of its images to validation
 CHECK_SLICE = 1000  # a fixed test slice whose accuracy is recorded, so a file can be checked quickly later
 SPEED_SMOOTHING = 0.9  # EMA weight for the images/s figure shown while training
 # LayerNorm scales, biases, the class token and position embeddings are not weights to shrink
@@ -47,10 +49,15 @@ class TrainSettings:
     augment: bool = True
     seed: int = 0
     limit: int = 0  # train on the first N images only (0: all); for smoke runs and tests
+    # the last N training images are held out, never trained on: the calibration temperature is fitted
+    # on them (at most a tenth of a small training split)
+    validation: int = 5000
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.limit < 0:
-            raise EdgeViTError("epochs and batch size must be at least 1, the learning rate positive, limit >= 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.limit < 0 or self.validation < 0:
+            raise EdgeViTError(
+                "epochs and batch size must be at least 1, the learning rate positive, limit and validation >= 0"
+            )
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
@@ -91,7 +98,7 @@ class Trainer:
             raise EdgeViTError(
                 f"{data.source}: images are {data.train.images.shape[1:]}, the model expects {config.image_size}"
             )
-        self.mean, self.std = data.pixel_stats()
+        self.mean, self.std = pixel_stats(self.train_split.images)
         Tensor.manual_seed(settings.seed)
         self.model = ViT(config)
         self.params = get_state_dict(self.model)
@@ -118,8 +125,25 @@ class Trainer:
 
     # --- sizes --------------------------------------------------------------------------------
     @property
+    def held_out(self) -> int:
+        """How many of the last training images are the validation split."""
+        return min(self.settings.validation, len(self.data.train) // VALIDATION_SHARE)
+
+    @property
+    def train_split(self) -> Split:
+        train = self.data.train
+        end = len(train) - self.held_out
+        limit = self.settings.limit or end
+        return Split(train.images[: min(end, limit)], train.labels[: min(end, limit)])
+
+    @property
+    def validation_split(self) -> Split:
+        train = self.data.train
+        return Split(train.images[len(train) - self.held_out :], train.labels[len(train) - self.held_out :])
+
+    @property
     def train_images(self) -> np.ndarray:
-        return self.data.train.images[: self.settings.limit or None]
+        return self.train_split.images
 
     @property
     def steps_per_epoch(self) -> int:
@@ -151,9 +175,15 @@ class Trainer:
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Host batch `index` of `epoch` (0-based): normalised float32 images and int32 labels."""
         s = self.settings
-        split = Split(self.train_images, self.data.train.labels[: s.limit or None])
         return training_batch(
-            split, epoch, index, batch_size=s.batch_size, seed=s.seed, do_augment=s.augment, mean=self.mean, std=self.std
+            self.train_split,
+            epoch,
+            index,
+            batch_size=s.batch_size,
+            seed=s.seed,
+            do_augment=s.augment,
+            mean=self.mean,
+            std=self.std,
         )
 
     @property
@@ -242,6 +272,17 @@ class Trainer:
             seconds = time.perf_counter() - epoch_start
             ips = (spe - start) * bs / busy if busy else 0.0
             yield EpochReport(epoch + 1, self.settings.epochs, train_loss, train_accuracy, accuracy, seconds, ips)
+
+    def fit_temperature(self) -> dict | None:
+        """The calibration temperature fitted on the validation split, with what it did to the
+        validation negative log-likelihood; None without a validation split."""
+        val = self.validation_split
+        if not len(val):
+            return None
+        logits = self.forward(val.images)
+        t = fit_temperature(logits, val.labels)
+        before, after = nll(logits, val.labels, 1.0), nll(logits, val.labels, t)
+        return {"temperature": t, "validation_images": len(val), "validation_nll": before, "validation_nll_calibrated": after}
 
     def metadata(self, **extra) -> dict:
         """What a weights file records about this run: config, normalisation, settings, metrics."""

@@ -180,6 +180,18 @@ def scheme_of(header: WeightsHeader) -> str:
     return scheme
 
 
+def temperature_of(header: WeightsHeader) -> float:
+    """The calibration temperature in a file's metadata (probabilities are softmax(logits / T)); 1.0
+    for a file without one."""
+    calibration = header.metadata.get("calibration")
+    if calibration is None:
+        return 1.0
+    t = calibration.get("temperature") if isinstance(calibration, dict) else None
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
+        raise EdgeViTError(f"{header.path}: calibration temperature {t!r} is not a positive number")
+    return float(t)
+
+
 def open_model_file(path: str | os.PathLike, float_only: bool = False):
     """Read and check a weights file of any scheme without loading its tensors.
 
@@ -194,6 +206,7 @@ def open_model_file(path: str | os.PathLike, float_only: bool = False):
     pre = header.metadata.get("preprocess") or {}
     if not {"mean", "std"} <= pre.keys():
         raise EdgeViTError(f"{header.path}: no preprocessing constants (mean, std) in its metadata")
+    temperature_of(header)  # a bad one fails here, before any work
     return header, config, scheme, (float(pre["mean"]), float(pre["std"]))
 
 

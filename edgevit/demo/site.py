@@ -19,7 +19,7 @@ from pathlib import Path
 from edgevit.errors import EdgeViTError
 from edgevit.export import export
 from edgevit.export.wasm import build_wasm
-from edgevit.weights import file_sha256, open_model_file
+from edgevit.weights import file_sha256, open_model_file, temperature_of
 
 SOURCES = resources.files("edgevit.demo") / "site"
 STATIC_FILES = ("index.html", "explorer.js", "preprocess.js", "style.css")
@@ -61,8 +61,8 @@ def model_config(weights_path: Path, wasm_path: Path) -> dict:
         "wasm_bytes": wasm_path.stat().st_size,
     }
     # softmax(logits / T) is computed inside the C graph; the page only says so
-    if header.metadata.get("temperature") is not None:
-        out["temperature"] = float(header.metadata["temperature"])
+    if (temperature := temperature_of(header)) != 1.0:
+        out["temperature"] = temperature
     return out
 
 

@@ -15,7 +15,7 @@ from edgevit.export.plan import PREFIX, Buffer, Graph, Step, arena_name, identif
 from edgevit.graph import inference_graph
 from edgevit.model import ViTConfig
 from edgevit.quant.schemes import inference_layout
-from edgevit.weights import WeightsHeader, build_model
+from edgevit.weights import WeightsHeader, build_model, temperature_of
 
 # eager, capture, replay: the third call runs the captured kernels
 CAPTURE_CALLS = 3
@@ -33,7 +33,7 @@ def capture(
     internals.require("the C export")
     select_device("CPU")
     model = inference_layout(build_model(header, config, scheme))
-    jit = TinyJit(inference_graph(model, attention))
+    jit = TinyJit(inference_graph(model, attention, temperature_of(header)))
     with internals.portable_c_kernels(), Context(BEAM=beam):
         for _ in range(CAPTURE_CALLS):
             outputs = jit(Tensor(probe))

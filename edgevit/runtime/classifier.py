@@ -16,7 +16,7 @@ from edgevit.quant.schemes import inference_layout
 from edgevit.runtime.c import CLibrary, CModel, usable_cores
 from edgevit.runtime.cache import Cache, default_cache_dir
 from edgevit.runtime.jit import JOB, JitRunner, time_forward
-from edgevit.weights import build_model, file_sha256, open_model_file
+from edgevit.weights import build_model, file_sha256, open_model_file, temperature_of
 
 RUNTIMES = ("tinygrad", "c")
 SMALL_BATCH = 8  # fewer images than this run one by one through the batch-1 graph
@@ -57,6 +57,7 @@ class Classifier:
         self.path = Path(weights_path)
         self.header, self.config, self.scheme, (self.mean, self.std) = open_model_file(self.path)
         self.sha256 = file_sha256(self.path)
+        self.temperature = temperature_of(self.header)
         self.cache = Cache(default_cache_dir() if cache_dir == "default" else cache_dir)
         self.runtime, self.beam = runtime, beam
         self._c_library = Path(c_library) if c_library is not None else None
@@ -66,7 +67,9 @@ class Classifier:
             self.library = CLibrary(self.path, self.sha256, self.cache, beam)
         else:
             self.device = choose_device(device, JOB, time_forward, self.cache)
-            self.jit = JitRunner(self._inference_model, self.config, self.sha256, self.device, self.cache, beam, replay)
+            self.jit = JitRunner(
+                self._inference_model, self.config, self.sha256, self.device, self.cache, beam, replay, self.temperature
+            )
 
     def _inference_model(self) -> ViT:
         return inference_layout(build_model(self.header, self.config, self.scheme))

@@ -42,8 +42,10 @@ class JitRunner:
         cache: Cache,
         beam: int | None = None,
         replay: bool = True,
+        temperature: float = 1.0,
     ):
         self.config, self.sha256, self.device, self.beam = config, sha256, device, beam
+        self.temperature = temperature
         # a pickled graph is safe to load only where its buffers can be renumbered (see `model`)
         self.cache = cache if internals.AVAILABLE else Cache(None)
         self._build_model, self._model = build_model, None
@@ -76,7 +78,7 @@ class JitRunner:
             jit = self.cache.load_graph(self.key(batch), self.sha256, lambda j: self._probe(j, batch))
             if jit is not None:
                 self.cache_hits.append(batch)
-            self._jits[batch] = jit if jit is not None else TinyJit(inference_graph(self.model))
+            self._jits[batch] = jit if jit is not None else TinyJit(inference_graph(self.model, temperature=self.temperature))
         return self._jits[batch]
 
     def _input(self, batch: int, x: np.ndarray) -> Tensor:
