@@ -36,8 +36,8 @@ def save_weights(trainer: Trainer, path: str | Path, **metrics) -> None:
     temperature fitted on the validation split; no optimizer state."""
     meta = trainer.metadata()
     meta["metrics"] |= metrics
-    if (calibration := trainer.fit_temperature()) is not None:
-        meta["calibration"] = calibration
+    if (temperature := trainer.fit_temperature()) is not None:
+        meta["temperature"] = temperature
     weights.save(path, dict(trainer.params), meta)
 
 

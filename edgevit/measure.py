@@ -3,6 +3,7 @@ running a measurement in a fresh process so its compiles and memory peak are its
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import resource
 import signal
@@ -123,10 +124,8 @@ class Worker:
 
     def close(self) -> None:
         if self._process.is_alive():
-            try:
+            with contextlib.suppress(OSError):  # it is on its way out already
                 self._conn.send(None)
-            except OSError:  # it is on its way out already
-                pass
             self._process.join(CLOSE_TIMEOUT_S)
             if self._process.is_alive():
                 self._process.terminate()

@@ -282,7 +282,7 @@ class Trainer:
         logits = self.forward(val.images)
         t = fit_temperature(logits, val.labels)
         before, after = nll(logits, val.labels, 1.0), nll(logits, val.labels, t)
-        return {"temperature": t, "validation_images": len(val), "validation_nll": before, "validation_nll_calibrated": after}
+        return {"value": t, "validation_images": len(val), "validation_nll": before, "validation_nll_calibrated": after}
 
     def metadata(self, **extra) -> dict:
         """What a weights file records about this run: config, normalisation, settings, metrics."""

@@ -183,10 +183,10 @@ def scheme_of(header: WeightsHeader) -> str:
 def temperature_of(header: WeightsHeader) -> float:
     """The calibration temperature in a file's metadata (probabilities are softmax(logits / T)); 1.0
     for a file without one."""
-    calibration = header.metadata.get("calibration")
-    if calibration is None:
+    fitted = header.metadata.get("temperature")
+    if fitted is None:
         return 1.0
-    t = calibration.get("temperature") if isinstance(calibration, dict) else None
+    t = fitted.get("value") if isinstance(fitted, dict) else None
     if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
         raise EdgeViTError(f"{header.path}: calibration temperature {t!r} is not a positive number")
     return float(t)

@@ -33,7 +33,7 @@ def test_model_json_describes_the_model_and_passes_temperature_on(tmp_path):
 
     cfg = ViTConfig(dim=16, depth=1, heads=2, mlp_dim=32, num_classes=11)
     path = tmp_path / "w.safetensors"
-    meta = {"config": dataclasses.asdict(cfg), "preprocess": {"mean": 0.1, "std": 0.3}, "calibration": {"temperature": 1.7}}
+    meta = {"config": dataclasses.asdict(cfg), "preprocess": {"mean": 0.1, "std": 0.3}, "temperature": {"value": 1.7}}
     weights.save(path, get_state_dict(ViT(cfg)), meta)
     wasm = tmp_path / "edgevit.wasm"
     wasm.write_bytes(b"\0asm")

@@ -23,8 +23,8 @@ def test_cli_json_is_one_object_consistent_with_the_table(interrupted_run):
     ev = json.loads(result.stdout)
     assert set(ev) == {"accuracy", "per_class", "confusion", "images", "calibration"}
     header = weights.read_header(out)  # the training run fitted the temperature on its held-out images
-    assert ev["calibration"]["temperature"] == header.metadata["calibration"]["temperature"] > 0
-    assert header.metadata["calibration"]["validation_images"] == 6  # a tenth of the 64 training images
+    assert ev["calibration"]["temperature"] == header.metadata["temperature"]["value"] > 0
+    assert header.metadata["temperature"]["validation_images"] == 6  # a tenth of the 64 training images
     assert sum(b["images"] for b in ev["calibration"]["reliability"]) == 32
     confusion = np.array(ev["confusion"])
     assert confusion.shape == (10, 10) and confusion.sum() == ev["images"] == 32

@@ -37,7 +37,7 @@ def test_the_last_training_images_are_held_out_and_calibrate_the_model(mnist):
     trainer = Trainer(TINY, TrainSettings(validation=500, limit=1000), mnist)
     assert len(trainer.validation_split) == 500 and len(trainer.train_split) == 1000
     np.testing.assert_array_equal(trainer.validation_split.images, mnist.train.images[-500:])
-    calibration = trainer.fit_temperature()
-    assert calibration["validation_images"] == 500 and calibration["temperature"] > 0
-    assert calibration["validation_nll_calibrated"] <= calibration["validation_nll"]
+    fitted = trainer.fit_temperature()
+    assert fitted["validation_images"] == 500 and fitted["value"] > 0
+    assert fitted["validation_nll_calibrated"] <= fitted["validation_nll"]
     assert Trainer(TINY, TrainSettings(validation=0), mnist).fit_temperature() is None

@@ -65,7 +65,7 @@ def quantize_file(
         "source_sha256": file_sha256(source),
         "source_test_accuracy": header.metadata.get("metrics", {}).get("test_accuracy"),
     }
-    for kept in ("calibration", "reject"):  # how to read the probabilities does not change with the scheme
+    for kept in ("temperature", "reject"):  # how to read the probabilities does not change with the scheme
         if kept in header.metadata:
             meta[kept] = header.metadata[kept]
     scales = None
