@@ -16,7 +16,7 @@ INTERNAL_NAMES = re.compile(
 LAYERS = [
     {"errors", "resources", "internals", "quant"},
     {"model", "data", "quant.codec", "measure"},
-    {"quant.schemes", "preprocess", "attention", "explain", "device", "cli", "calibration"},
+    {"quant.schemes", "preprocess", "attention", "explain", "device", "cli", "calibration", "answer"},
     {"weights"},
     {"graph", "reference", "quant.files"},
     {"export.plan", "export.render", "export.build", "export.capture", "export.wasm", "export"},

@@ -1,0 +1,86 @@
+"""From probabilities to an answer: a digit, or "not a digit".
+
+A model trained with an extra class for non-digits (letters, scribbles, noise, shapes) says so with
+that class; the answer is also "not a digit" when no digit is likely enough (its calibrated
+probability under a threshold fitted on held-out digits). The same rule runs in the C export (the
+entry points return EDGEVIT_NOT_A_DIGIT) and so in the browser. Pure functions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+DIGITS = 10
+REJECT_CLASS = "class"  # reasons, as JSON and text show them
+LOW_CONFIDENCE = "low confidence"
+
+
+@dataclass(frozen=True)
+class Reject:
+    """How a weights file says "not a digit": its extra class (None without one) and the lowest
+    calibrated probability a digit may have (0: never rejected for that)."""
+
+    cls: int | None = None
+    threshold: float = 0.0
+
+    @classmethod
+    def from_metadata(cls, value, num_classes: int) -> Reject:
+        """The `reject` entry of a weights file's metadata, checked (ValueError naming the problem)."""
+        if value is None:
+            return cls()
+        if not isinstance(value, dict):
+            raise ValueError("reject is not an object")
+        index, threshold = value.get("class"), value.get("threshold", 0.0)
+        if index is not None and (not isinstance(index, int) or isinstance(index, bool) or not DIGITS <= index < num_classes):
+            raise ValueError(f"reject class {index!r} is not one of the model's non-digit classes")
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0.0 <= threshold < 1.0:
+            raise ValueError(f"reject threshold {threshold!r} is not in [0, 1)")
+        return cls(index, float(threshold))
+
+    @property
+    def active(self) -> bool:
+        return self.cls is not None or self.threshold > 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    digit: int | None  # None: not a digit
+    confidence: float  # the probability behind the answer: of the digit, or of "not a digit"
+    reason: str | None = None  # why it is not a digit
+
+
+def answer(probs: np.ndarray, reject: Reject, always_digit: bool = False) -> Answer:
+    """One image's probabilities (classes,) -> its answer. `always_digit` forces the best digit."""
+    best = int(np.argmax(probs[:DIGITS]))
+    if always_digit or not reject.active:
+        return Answer(best, float(probs[best]))
+    if reject.cls is not None and int(np.argmax(probs)) == reject.cls:
+        return Answer(None, float(probs[reject.cls]), f"{REJECT_CLASS}: it looks like no digit")
+    if probs[best] < reject.threshold:
+        reason = f"{LOW_CONFIDENCE}: the likeliest digit, {best}, has {100 * probs[best]:.1f}%"
+        return Answer(None, float(1.0 - probs[best]), reason)
+    return Answer(best, float(probs[best]))
+
+
+def rejected(probs: np.ndarray, reject: Reject) -> np.ndarray:
+    """(N, classes) -> which of the N images the rule answers "not a digit" (vectorised `answer`)."""
+    best = probs[:, :DIGITS].max(1)
+    out = best < reject.threshold
+    if reject.cls is not None:
+        out |= probs.argmax(1) == reject.cls
+    return out
+
+
+def fit_threshold(digit_probs: np.ndarray, reject: Reject, max_false_rejection: float) -> float:
+    """The highest threshold that rejects at most `max_false_rejection` of these held-out digits
+    (beyond those the reject class already takes): the more it rejects, the more non-digits it catches."""
+    by_class = rejected(digit_probs, Reject(reject.cls, 0.0))
+    budget = math.floor(max_false_rejection * len(digit_probs)) - int(by_class.sum())
+    confidences = np.sort(digit_probs[~by_class, :DIGITS].max(1))
+    if budget <= 0 or len(confidences) == 0:
+        return 0.0
+    # the (budget + 1)-th least confident digit: everything strictly below it, at most `budget`, goes
+    return float(confidences[min(budget, len(confidences) - 1)])

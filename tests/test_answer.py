@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from edgevit.answer import Reject, answer, fit_threshold, rejected
+
+
+def probs(*rows):
+    return np.array(rows, np.float64)
+
+
+ELEVEN = probs([0.9, *[0.01] * 9, 0.01], [0.05, *[0.01] * 9, 0.86], [0.4, 0.35, *[0.03] * 8, 0.01])
+
+
+def test_without_a_reject_rule_the_best_digit_is_the_answer():
+    assert answer(ELEVEN[1], Reject()).digit == 0  # the extra class is ignored: only digits compete
+    a = answer(ELEVEN[0], Reject())
+    assert (a.digit, a.reason) == (0, None) and a.confidence == pytest.approx(0.9)
+
+
+def test_the_reject_class_and_the_threshold_each_say_not_a_digit():
+    rule = Reject(cls=10, threshold=0.5)
+    assert answer(ELEVEN[0], rule).digit == 0
+    by_class = answer(ELEVEN[1], rule)
+    assert by_class.digit is None and by_class.reason.startswith("class") and by_class.confidence == pytest.approx(0.86)
+    unsure = answer(ELEVEN[2], rule)
+    assert unsure.digit is None and unsure.reason.startswith("low confidence") and "0, has 40.0%" in unsure.reason
+    assert answer(ELEVEN[1], rule, always_digit=True).digit == 0
+    assert rejected(ELEVEN, rule).tolist() == [False, True, True]
+
+
+def test_the_fitted_threshold_rejects_at_most_the_allowed_share_of_digits():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.3, 1.0, 1000)
+    digits = np.zeros((1000, 11))
+    digits[:, 0] = confidence
+    digits[:, 1] = 1 - confidence
+    rule = Reject(cls=10)
+    t = fit_threshold(digits, rule, max_false_rejection=0.01)
+    assert rejected(digits, Reject(10, t)).sum() == 10  # exactly the budget: 1% of 1000
+    assert fit_threshold(digits, rule, 0.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [("x", "not an object"), ({"class": 3}, "not one of the model's non-digit classes"), ({"threshold": 1.5}, "not in")],
+)
+def test_bad_metadata_is_named(meta, message):
+    with pytest.raises(ValueError, match=message):
+        Reject.from_metadata(meta, 11)
+    assert Reject.from_metadata({"class": 10, "threshold": 0.3}, 11) == Reject(10, 0.3)
