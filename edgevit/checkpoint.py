@@ -16,7 +16,7 @@ from tinygrad.nn.state import load_state_dict
 from edgevit import internals, weights
 from edgevit.data import Dataset
 from edgevit.errors import EdgeViTError
-from edgevit.trainer import Trainer, TrainSettings
+from edgevit.trainer import Negatives, Trainer, TrainSettings
 
 SUFFIX = ".ckpt.safetensors"
 
@@ -32,12 +32,10 @@ def weights_path(checkpoint: Path) -> Path:
 
 
 def save_weights(trainer: Trainer, path: str | Path, **metrics) -> None:
-    """The inference file: weights, config, preprocessing constants, metrics and the calibration
-    temperature fitted on the validation split; no optimizer state."""
-    meta = trainer.metadata()
+    """The inference file: weights, config, preprocessing constants, metrics and what was fitted on the
+    validation split (the calibration temperature, the reject rule); no optimizer state."""
+    meta = trainer.metadata() | trainer.calibration()
     meta["metrics"] |= metrics
-    if (temperature := trainer.fit_temperature()) is not None:
-        meta["temperature"] = temperature
     weights.save(path, dict(trainer.params), meta)
 
 
@@ -47,20 +45,21 @@ def save(trainer: Trainer, path: str | Path) -> None:
         "step": trainer.step,
         "epoch_sums": trainer.epoch_sums,
         "data": str(trainer.data.source),
+        "negatives": None if trainer.negatives_source is None else str(trainer.negatives_source),
         "rng_counters": internals.rng_state(),
     }
     weights.save(path, trainer.params | trainer.optimizer_state(), trainer.metadata(train_state=state))
 
 
-def resume(path: str | Path, data: Dataset) -> Trainer:
-    """The run saved in checkpoint `path`, ready to continue on `data`."""
+def resume(path: str | Path, data: Dataset, negatives: Negatives | None = None) -> Trainer:
+    """The run saved in checkpoint `path`, ready to continue on `data` (and its `negatives`)."""
     header = weights.read_header(path)
     if "train_state" not in header.metadata:
         raise EdgeViTError(f"{header.path}: not a training checkpoint (no optimizer state); cannot resume from it")
     fields = {f.name for f in dataclasses.fields(TrainSettings)}
     # runs from before validation splits trained on every image: they continue that way
     saved = {"validation": 0} | {k: v for k, v in header.metadata["training"].items() if k in fields}
-    trainer = Trainer(weights.config_of(header), TrainSettings(**saved), data)
+    trainer = Trainer(weights.config_of(header), TrainSettings(**saved), data, negatives)
     optimizer = trainer.optimizer_state()
     weights.check_tensors(header, {k: (v.shape, "F32") for k, v in (trainer.params | optimizer).items()}, optimizer=True)
     tensors = weights.load_tensors(header)

@@ -11,16 +11,21 @@ import dataclasses
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
+
 from edgevit import checkpoint, weights
+from edgevit.answer import DIGITS
 from edgevit.cli import ProgressBar, StopFlag, format_duration, run
-from edgevit.data import load_dataset
+from edgevit.data import load_dataset, read_idx
 from edgevit.device import choose_device
 from edgevit.errors import EdgeViTError
 from edgevit.model import ViTConfig
+from edgevit.resources import shipped
 from edgevit.runtime.cache import Cache, default_cache_dir
-from edgevit.trainer import StepReport, Trainer, TrainSettings, time_training_step
+from edgevit.trainer import Negatives, StepReport, Trainer, TrainSettings, time_training_step
 
 DEFAULT_OUT = Path("runs/edgevit-mnist.safetensors")
+NEGATIVES = ("data", "negatives", "train-images-idx3-ubyte.gz")  # the bundled bank, from tools/negatives.py
 MODEL_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dropout")
 SETTING_FLAGS = tuple(f.name for f in dataclasses.fields(TrainSettings))
 
@@ -51,6 +56,18 @@ def parser() -> argparse.ArgumentParser:
     run_args.add_argument("--seed", type=int, help=f"default {d.seed}")
     run_args.add_argument("--limit", type=int, help="train on the first N images only")
     run_args.add_argument(
+        "--negatives-per-batch",
+        type=int,
+        metavar="K",
+        help="mix K images of non-digits into every batch as an 11th class, 'not a digit' (default 0)",
+    )
+    p.add_argument(
+        "--negatives",
+        type=Path,
+        metavar="IDX",
+        help="the non-digit images (an IDX file of uint8 28x28 images; default: the bundled data/negatives bank)",
+    )
+    run_args.add_argument(
         "--validation",
         type=int,
         help=f"hold out the last N training images to fit the calibration temperature on (default {d.validation})",
@@ -63,6 +80,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_negatives(path: str | Path | None) -> Negatives:
+    """The non-digit images to train on: an IDX file of uint8 (N, 28, 28) images."""
+    source = Path(path) if path else shipped(*NEGATIVES)
+    images = read_idx(source)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise EdgeViTError(f"{source}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
+    return Negatives(images, source)
+
+
 def start(args: argparse.Namespace) -> tuple[Trainer, Path, Path]:
     """The trainer (new or resumed), its output weights file and its checkpoint file."""
     given = {k: v for k, v in vars(args).items() if k in SETTING_FLAGS + MODEL_FLAGS and v is not None}
@@ -73,16 +99,21 @@ def start(args: argparse.Namespace) -> tuple[Trainer, Path, Path]:
         raise EdgeViTError(f"--beam must be 0 (no search) or more, not {args.beam}")
     if args.resume:
         # the run continues on the data it started with unless told otherwise
-        saved = weights.read_header(args.resume).metadata.get("train_state", {}).get("data")
-        trainer = checkpoint.resume(args.resume, load_dataset(args.data or saved))
+        state = weights.read_header(args.resume).metadata.get("train_state", {})
+        negatives = load_negatives(args.negatives or state.get("negatives")) if state.get("negatives") else None
+        trainer = checkpoint.resume(args.resume, load_dataset(args.data or state.get("data")), negatives)
         out, ckpt = args.out or checkpoint.weights_path(args.resume), args.resume
     else:
         data = load_dataset(args.data)
+        settings = TrainSettings(**{k: v for k, v in given.items() if k in SETTING_FLAGS})
+        # the extra class exists only when negatives are trained on
+        classes = {"num_classes": DIGITS + 1} if settings.negatives_per_batch else {}
         try:
-            config = ViTConfig(**{k: v for k, v in given.items() if k in MODEL_FLAGS})
+            config = ViTConfig(**{k: v for k, v in given.items() if k in MODEL_FLAGS} | classes)
         except ValueError as e:
             raise EdgeViTError(str(e)) from None
-        trainer = Trainer(config, TrainSettings(**{k: v for k, v in given.items() if k in SETTING_FLAGS}), data)
+        negatives = load_negatives(args.negatives) if settings.negatives_per_batch else None
+        trainer = Trainer(config, settings, data, negatives)
         out = args.out or DEFAULT_OUT
         ckpt = checkpoint.default_path(out)
     if out.resolve() == ckpt.resolve():

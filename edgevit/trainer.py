@@ -20,8 +20,9 @@ from tinygrad import Context, Device, Tensor, nn
 from tinygrad.nn.state import get_state_dict
 
 from edgevit import internals
-from edgevit.calibration import fit_temperature, nll
-from edgevit.data import Dataset, Split, pixel_stats, training_batch
+from edgevit.answer import DIGITS, Reject, fit_threshold
+from edgevit.calibration import fit_temperature, nll, softmax
+from edgevit.data import Dataset, Split, augment, normalize, pixel_stats, training_batch
 from edgevit.errors import EdgeViTError
 from edgevit.graph import BatchedForward
 from edgevit.model import ViT, ViTConfig
@@ -30,6 +31,9 @@ from edgevit.weights import OPTIMIZER_PREFIX
 
 EVAL_BATCH = 500
 VALIDATION_SHARE = 10  # a small training split gives at most a tenth of its images to validation
+# the reject threshold may turn away this share of the held-out digits (the target on test is 0.3%)
+MAX_FALSE_REJECTION = 0.001
+NEGATIVES_STREAM = 1  # the fourth seed word of the generator that picks and augments a batch's negatives
 CHECK_SLICE = 1000  # a fixed test slice whose accuracy is recorded, so a file can be checked quickly later
 SPEED_SMOOTHING = 0.9  # EMA weight for the images/s figure shown while training
 # LayerNorm scales, biases, the class token and position embeddings are not weights to shrink
@@ -52,12 +56,16 @@ class TrainSettings:
     # the last N training images are held out, never trained on: the calibration temperature is fitted
     # on them (at most a tenth of a small training split)
     validation: int = 5000
+    # images of non-digits in every batch, labelled with the model's extra "not a digit" class
+    negatives_per_batch: int = 0
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.limit < 0 or self.validation < 0:
             raise EdgeViTError(
                 "epochs and batch size must be at least 1, the learning rate positive, limit and validation >= 0"
             )
+        if not 0 <= self.negatives_per_batch < self.batch_size:
+            raise EdgeViTError(f"negatives per batch must be in [0, {self.batch_size}), not {self.negatives_per_batch}")
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
@@ -91,13 +99,31 @@ class EpochReport:
     images_per_s: float  # training steps only, compile included: what the epoch really cost
 
 
+@dataclass(frozen=True)
+class Negatives:
+    """Images of non-digits (uint8 (M, H, W), already brought to MNIST's convention) and their file."""
+
+    images: np.ndarray
+    source: Path
+
+
 class Trainer:
-    def __init__(self, config: ViTConfig, settings: TrainSettings, data: Dataset):
+    """A training run. `negatives` are needed when the settings mix them into batches; they are
+    labelled with class DIGITS, which the model must have."""
+
+    def __init__(self, config: ViTConfig, settings: TrainSettings, data: Dataset, negatives: Negatives | None = None):
         self.config, self.settings, self.data = config, settings, data
+        self.negatives = None if negatives is None else negatives.images
+        self.negatives_source = None if negatives is None else negatives.source
         if data.train.images.shape[1:] != (config.image_size, config.image_size):
             raise EdgeViTError(
                 f"{data.source}: images are {data.train.images.shape[1:]}, the model expects {config.image_size}"
             )
+        if settings.negatives_per_batch:
+            if self.negatives is None or not len(self.negatives) or self.negatives.shape[1:] != data.train.images.shape[1:]:
+                raise EdgeViTError("training with negatives needs a bank of non-digit images the size of the digits")
+            if config.num_classes != DIGITS + 1:
+                raise EdgeViTError(f"training with negatives needs {DIGITS + 1} classes (the last: not a digit)")
         self.mean, self.std = pixel_stats(self.train_split.images)
         Tensor.manual_seed(settings.seed)
         self.model = ViT(config)
@@ -146,8 +172,12 @@ class Trainer:
         return self.train_split.images
 
     @property
+    def digits_per_batch(self) -> int:
+        return self.settings.batch_size - self.settings.negatives_per_batch
+
+    @property
     def steps_per_epoch(self) -> int:
-        steps = len(self.train_images) // self.settings.batch_size
+        steps = len(self.train_images) // self.digits_per_batch
         if steps == 0:
             raise EdgeViTError(f"batch size {self.settings.batch_size} exceeds the {len(self.train_images)} training images")
         return steps
@@ -175,16 +205,17 @@ class Trainer:
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Host batch `index` of `epoch` (0-based): normalised float32 images and int32 labels."""
         s = self.settings
-        return training_batch(
-            self.train_split,
-            epoch,
-            index,
-            batch_size=s.batch_size,
-            seed=s.seed,
-            do_augment=s.augment,
-            mean=self.mean,
-            std=self.std,
-        )
+        settings = {"batch_size": self.digits_per_batch, "seed": s.seed, "do_augment": s.augment}
+        x, y = training_batch(self.train_split, epoch, index, **settings, mean=self.mean, std=self.std)
+        if not s.negatives_per_batch:
+            return x, y
+        # drawn from their own stream, seeded like the digits': a resumed run draws the same ones
+        rng = np.random.default_rng([s.seed, epoch, index, NEGATIVES_STREAM])
+        negatives = self.negatives[rng.integers(0, len(self.negatives), s.negatives_per_batch)]
+        if s.augment:
+            negatives = augment(negatives, rng)
+        x = np.concatenate([x, normalize(negatives, self.mean, self.std)])
+        return x, np.concatenate([y, np.full(s.negatives_per_batch, DIGITS, np.int32)])
 
     @property
     def beam(self) -> int:
@@ -222,7 +253,8 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------------
     def test_accuracy(self) -> tuple[float, np.ndarray]:
-        predictions = self.forward(self.data.test.images).argmax(-1)
+        """Of the best digit (a model with a "not a digit" class is scored on the digits it gives)."""
+        predictions = self.forward(self.data.test.images)[:, :DIGITS].argmax(-1)
         return float((predictions == self.data.test.labels).mean()), predictions
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> Iterator[StepReport | EpochReport]:
@@ -273,16 +305,29 @@ class Trainer:
             ips = (spe - start) * bs / busy if busy else 0.0
             yield EpochReport(epoch + 1, self.settings.epochs, train_loss, train_accuracy, accuracy, seconds, ips)
 
-    def fit_temperature(self) -> dict | None:
-        """The calibration temperature fitted on the validation split, with what it did to the
-        validation negative log-likelihood; None without a validation split."""
+    def calibration(self) -> dict:
+        """Metadata fitted on the validation split: the temperature that calibrates the probabilities
+        and, for a model with a "not a digit" class, the reject rule's confidence threshold (the
+        highest that turns away at most MAX_FALSE_REJECTION of these held-out digits). Empty
+        without a validation split."""
         val = self.validation_split
         if not len(val):
-            return None
+            return {}
         logits = self.forward(val.images)
         t = fit_temperature(logits, val.labels)
         before, after = nll(logits, val.labels, 1.0), nll(logits, val.labels, t)
-        return {"value": t, "validation_images": len(val), "validation_nll": before, "validation_nll_calibrated": after}
+        out = {
+            "temperature": {
+                "value": t,
+                "validation_images": len(val),
+                "validation_nll": before,
+                "validation_nll_calibrated": after,
+            }
+        }
+        if self.config.num_classes == DIGITS + 1:
+            threshold = fit_threshold(softmax(logits, t), Reject(DIGITS), MAX_FALSE_REJECTION)
+            out["reject"] = {"class": DIGITS, "threshold": threshold, "max_false_rejection": MAX_FALSE_REJECTION}
+        return out
 
     def metadata(self, **extra) -> dict:
         """What a weights file records about this run: config, normalisation, settings, metrics."""

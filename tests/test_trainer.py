@@ -1,4 +1,5 @@
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ from conftest import step_losses
 
 from edgevit.errors import EdgeViTError
 from edgevit.model import ViTConfig
-from edgevit.trainer import Trainer, TrainSettings, lr_at
+from edgevit.trainer import Negatives, Trainer, TrainSettings, lr_at
 
 TINY = ViTConfig(dim=16, depth=1, heads=2, mlp_dim=32, dropout=0.1)
 
@@ -37,7 +38,26 @@ def test_the_last_training_images_are_held_out_and_calibrate_the_model(mnist):
     trainer = Trainer(TINY, TrainSettings(validation=500, limit=1000), mnist)
     assert len(trainer.validation_split) == 500 and len(trainer.train_split) == 1000
     np.testing.assert_array_equal(trainer.validation_split.images, mnist.train.images[-500:])
-    fitted = trainer.fit_temperature()
+    fitted = trainer.calibration()["temperature"]
     assert fitted["validation_images"] == 500 and fitted["value"] > 0
     assert fitted["validation_nll_calibrated"] <= fitted["validation_nll"]
-    assert Trainer(TINY, TrainSettings(validation=0), mnist).fit_temperature() is None
+    assert Trainer(TINY, TrainSettings(validation=0), mnist).calibration() == {}
+
+
+def test_negatives_join_every_batch_as_the_not_a_digit_class(mnist):
+    rng = np.random.default_rng(0)
+    negatives = Negatives(rng.integers(0, 256, (50, 28, 28), dtype=np.uint8), Path("noise"))
+    eleven = ViTConfig(dim=16, depth=1, heads=2, mlp_dim=32, num_classes=11)
+    settings = TrainSettings(epochs=1, batch_size=16, negatives_per_batch=4, limit=96, validation=200)
+    trainer = Trainer(eleven, settings, mnist, negatives)
+    assert trainer.steps_per_epoch == 96 // 12  # every digit once per epoch, 12 of them per batch
+    x, y = trainer.batch(0, 0)
+    assert x.shape == (16, 1, 28, 28) and y[:12].max() < 10 and (y[12:] == 10).all()
+    assert np.array_equal(trainer.batch(0, 0)[0], x)  # a pure function of (seed, epoch, step): resumable
+    assert len(step_losses(trainer)) == 8
+    reject = trainer.calibration()["reject"]
+    assert reject["class"] == 10 and 0 <= reject["threshold"] < 1
+    with pytest.raises(EdgeViTError, match="needs 11 classes"):
+        Trainer(TINY, settings, mnist, negatives)
+    with pytest.raises(EdgeViTError, match="needs a bank of non-digit images"):
+        Trainer(eleven, settings, mnist)
