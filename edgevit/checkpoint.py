@@ -16,7 +16,7 @@ from tinygrad.nn.state import load_state_dict
 from edgevit import internals, weights
 from edgevit.data import Dataset
 from edgevit.errors import EdgeViTError
-from edgevit.trainer import Negatives, Trainer, TrainSettings
+from edgevit.trainer import Bank, Trainer, TrainSettings
 
 SUFFIX = ".ckpt.safetensors"
 
@@ -36,7 +36,7 @@ def save_weights(trainer: Trainer, path: str | Path, **metrics) -> None:
     validation split (the calibration temperature, the reject rule); no optimizer state."""
     meta = trainer.metadata() | trainer.calibration()
     meta["metrics"] |= metrics
-    weights.save(path, dict(trainer.params), meta)
+    weights.save(path, trainer.shipped_weights, meta)
 
 
 def save(trainer: Trainer, path: str | Path) -> None:
@@ -45,21 +45,21 @@ def save(trainer: Trainer, path: str | Path) -> None:
         "step": trainer.step,
         "epoch_sums": trainer.epoch_sums,
         "data": str(trainer.data.source),
-        "negatives": None if trainer.negatives_source is None else str(trainer.negatives_source),
+        "banks": {name: str(bank.source) for name, bank in trainer.banks.items() if bank is not None},
         "rng_counters": internals.rng_state(),
     }
     weights.save(path, trainer.params | trainer.optimizer_state(), trainer.metadata(train_state=state))
 
 
-def resume(path: str | Path, data: Dataset, negatives: Negatives | None = None) -> Trainer:
-    """The run saved in checkpoint `path`, ready to continue on `data` (and its `negatives`)."""
+def resume(path: str | Path, data: Dataset, banks: dict[str, Bank] | None = None) -> Trainer:
+    """The run saved in checkpoint `path`, ready to continue on `data` (and its extra image banks)."""
     header = weights.read_header(path)
     if "train_state" not in header.metadata:
         raise EdgeViTError(f"{header.path}: not a training checkpoint (no optimizer state); cannot resume from it")
     fields = {f.name for f in dataclasses.fields(TrainSettings)}
     # runs from before validation splits trained on every image: they continue that way
     saved = {"validation": 0} | {k: v for k, v in header.metadata["training"].items() if k in fields}
-    trainer = Trainer(weights.config_of(header), TrainSettings(**saved), data, negatives)
+    trainer = Trainer(weights.config_of(header), TrainSettings(**saved), data, **(banks or {}))
     optimizer = trainer.optimizer_state()
     weights.check_tensors(header, {k: (v.shape, "F32") for k, v in (trainer.params | optimizer).items()}, optimizer=True)
     tensors = weights.load_tensors(header)

@@ -22,10 +22,10 @@ from edgevit.errors import EdgeViTError
 from edgevit.model import ViTConfig
 from edgevit.resources import shipped
 from edgevit.runtime.cache import Cache, default_cache_dir
-from edgevit.trainer import Negatives, StepReport, Trainer, TrainSettings, time_training_step
+from edgevit.trainer import Bank, StepReport, Trainer, TrainSettings, time_training_step
 
 DEFAULT_OUT = Path("runs/edgevit-mnist.safetensors")
-NEGATIVES = ("data", "negatives", "train-images-idx3-ubyte.gz")  # the bundled bank, from tools/negatives.py
+BANKS = ("data", "negatives")  # the bundled banks of extra images, from tools/negatives.py
 MODEL_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dropout")
 SETTING_FLAGS = tuple(f.name for f in dataclasses.fields(TrainSettings))
 
@@ -61,11 +61,18 @@ def parser() -> argparse.ArgumentParser:
         metavar="K",
         help="mix K images of non-digits into every batch as an 11th class, 'not a digit' (default 0)",
     )
+    run_args.add_argument(
+        "--positives-per-batch",
+        type=int,
+        metavar="K",
+        help="mix K digits drawn like the non-digits (paper, canvas, scan) into every batch (default 0)",
+    )
+    run_args.add_argument("--ema", type=float, help="decay of the weights' moving average, shipped instead (default 0: off)")
     p.add_argument(
-        "--negatives",
+        "--banks",
         type=Path,
-        metavar="IDX",
-        help="the non-digit images (an IDX file of uint8 28x28 images; default: the bundled data/negatives bank)",
+        metavar="DIR",
+        help="the extra images: IDX files from tools/negatives.py (default: the bundled data/negatives)",
     )
     run_args.add_argument(
         "--validation",
@@ -80,13 +87,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_negatives(path: str | Path | None) -> Negatives:
-    """The non-digit images to train on: an IDX file of uint8 (N, 28, 28) images."""
-    source = Path(path) if path else shipped(*NEGATIVES)
-    images = read_idx(source)
+def load_bank(directory: Path, name: str) -> Bank:
+    """One bank of extra training images from `directory`: train-NAME-images-idx3-ubyte.gz, and for
+    digits their labels in train-NAME-labels-idx1-ubyte.gz."""
+    images_path = directory / f"train-{name}-images-idx3-ubyte.gz"
+    images = read_idx(images_path)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise EdgeViTError(f"{source}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
-    return Negatives(images, source)
+        raise EdgeViTError(f"{images_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
+    labels_path = directory / f"train-{name}-labels-idx1-ubyte.gz"
+    labels = read_idx(labels_path) if name == "positives" else None
+    if labels is not None and (labels.shape != images.shape[:1] or labels.max(initial=0) >= DIGITS):
+        raise EdgeViTError(f"{labels_path}: expected {len(images)} digit labels, got {labels.dtype} {labels.shape}")
+    return Bank(images, images_path, labels)
+
+
+def load_banks(directory: str | Path | None, settings: TrainSettings) -> dict[str, Bank]:
+    """The banks the settings mix into batches."""
+    root = Path(directory) if directory else shipped(*BANKS)
+    wanted = {"negatives": settings.negatives_per_batch, "positives": settings.positives_per_batch}
+    return {name: load_bank(root, name) for name, per_batch in wanted.items() if per_batch}
 
 
 def start(args: argparse.Namespace) -> tuple[Trainer, Path, Path]:
@@ -99,9 +118,12 @@ def start(args: argparse.Namespace) -> tuple[Trainer, Path, Path]:
         raise EdgeViTError(f"--beam must be 0 (no search) or more, not {args.beam}")
     if args.resume:
         # the run continues on the data it started with unless told otherwise
-        state = weights.read_header(args.resume).metadata.get("train_state", {})
-        negatives = load_negatives(args.negatives or state.get("negatives")) if state.get("negatives") else None
-        trainer = checkpoint.resume(args.resume, load_dataset(args.data or state.get("data")), negatives)
+        header = weights.read_header(args.resume)
+        state = header.metadata.get("train_state", {})
+        saved_banks = state.get("banks") or {}
+        directory = args.banks or (Path(next(iter(saved_banks.values()))).parent if saved_banks else None)
+        banks = {name: load_bank(directory, name) for name in saved_banks} if saved_banks else {}
+        trainer = checkpoint.resume(args.resume, load_dataset(args.data or state.get("data")), banks)
         out, ckpt = args.out or checkpoint.weights_path(args.resume), args.resume
     else:
         data = load_dataset(args.data)
@@ -112,8 +134,7 @@ def start(args: argparse.Namespace) -> tuple[Trainer, Path, Path]:
             config = ViTConfig(**{k: v for k, v in given.items() if k in MODEL_FLAGS} | classes)
         except ValueError as e:
             raise EdgeViTError(str(e)) from None
-        negatives = load_negatives(args.negatives) if settings.negatives_per_batch else None
-        trainer = Trainer(config, settings, data, negatives)
+        trainer = Trainer(config, settings, data, **load_banks(args.banks, settings))
         out = args.out or DEFAULT_OUT
         ckpt = checkpoint.default_path(out)
     if out.resolve() == ckpt.resolve():

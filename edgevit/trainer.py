@@ -33,7 +33,7 @@ EVAL_BATCH = 500
 VALIDATION_SHARE = 10  # a small training split gives at most a tenth of its images to validation
 # the reject threshold may turn away this share of the held-out digits (the target on test is 0.3%)
 MAX_FALSE_REJECTION = 0.001
-NEGATIVES_STREAM = 1  # the fourth seed word of the generator that picks and augments a batch's negatives
+NEGATIVES_STREAM, POSITIVES_STREAM = 1, 2  # the fourth seed word of the generators picking a batch's extras
 CHECK_SLICE = 1000  # a fixed test slice whose accuracy is recorded, so a file can be checked quickly later
 SPEED_SMOOTHING = 0.9  # EMA weight for the images/s figure shown while training
 # LayerNorm scales, biases, the class token and position embeddings are not weights to shrink
@@ -56,16 +56,27 @@ class TrainSettings:
     # the last N training images are held out, never trained on: the calibration temperature is fitted
     # on them (at most a tenth of a small training split)
     validation: int = 5000
-    # images of non-digits in every batch, labelled with the model's extra "not a digit" class
+    # images of non-digits in every batch, labelled with the model's extra "not a digit" class, and
+    # of digits drawn the way the non-digits are (on paper, a canvas, a scan), so that looking like a
+    # scan never means "not a digit"; the rest of the batch is training digits
     negatives_per_batch: int = 0
+    positives_per_batch: int = 0
+    # exponential moving average of the weights, updated after every step (0: off); the shipped
+    # weights are the average, which generalises better than the last step's
+    ema: float = 0.0
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.limit < 0 or self.validation < 0:
             raise EdgeViTError(
                 "epochs and batch size must be at least 1, the learning rate positive, limit and validation >= 0"
             )
-        if not 0 <= self.negatives_per_batch < self.batch_size:
-            raise EdgeViTError(f"negatives per batch must be in [0, {self.batch_size}), not {self.negatives_per_batch}")
+        extras = self.negatives_per_batch + self.positives_per_batch
+        if min(self.negatives_per_batch, self.positives_per_batch) < 0 or extras >= self.batch_size:
+            raise EdgeViTError(
+                f"negatives and positives per batch must be >= 0 and leave digits in a batch of {self.batch_size}"
+            )
+        if not 0.0 <= self.ema < 1.0:
+            raise EdgeViTError(f"--ema must be in [0, 1), not {self.ema}")
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:
@@ -100,30 +111,39 @@ class EpochReport:
 
 
 @dataclass(frozen=True)
-class Negatives:
-    """Images of non-digits (uint8 (M, H, W), already brought to MNIST's convention) and their file."""
+class Bank:
+    """Extra training images (uint8 (M, H, W), already brought to MNIST's convention), their labels
+    (None: non-digits, the class DIGITS) and the file they came from."""
 
     images: np.ndarray
     source: Path
+    labels: np.ndarray | None = None
 
 
 class Trainer:
-    """A training run. `negatives` are needed when the settings mix them into batches; they are
-    labelled with class DIGITS, which the model must have."""
+    """A training run. `negatives` and `positives` (Banks) are needed when the settings mix them into
+    batches; negatives are labelled with class DIGITS, which the model must have then."""
 
-    def __init__(self, config: ViTConfig, settings: TrainSettings, data: Dataset, negatives: Negatives | None = None):
+    def __init__(
+        self,
+        config: ViTConfig,
+        settings: TrainSettings,
+        data: Dataset,
+        negatives: Bank | None = None,
+        positives: Bank | None = None,
+    ):
         self.config, self.settings, self.data = config, settings, data
-        self.negatives = None if negatives is None else negatives.images
-        self.negatives_source = None if negatives is None else negatives.source
+        self.banks = {"negatives": negatives, "positives": positives}
         if data.train.images.shape[1:] != (config.image_size, config.image_size):
             raise EdgeViTError(
                 f"{data.source}: images are {data.train.images.shape[1:]}, the model expects {config.image_size}"
             )
-        if settings.negatives_per_batch:
-            if self.negatives is None or not len(self.negatives) or self.negatives.shape[1:] != data.train.images.shape[1:]:
-                raise EdgeViTError("training with negatives needs a bank of non-digit images the size of the digits")
-            if config.num_classes != DIGITS + 1:
-                raise EdgeViTError(f"training with negatives needs {DIGITS + 1} classes (the last: not a digit)")
+        for name, per_batch in (("negatives", settings.negatives_per_batch), ("positives", settings.positives_per_batch)):
+            bank = self.banks[name]
+            if per_batch and (bank is None or not len(bank.images) or bank.images.shape[1:] != data.train.images.shape[1:]):
+                raise EdgeViTError(f"training with {name} needs a bank of images the size of the digits")
+        if settings.negatives_per_batch and config.num_classes != DIGITS + 1:
+            raise EdgeViTError(f"training with negatives needs {DIGITS + 1} classes (the last: not a digit)")
         self.mean, self.std = pixel_stats(self.train_split.images)
         Tensor.manual_seed(settings.seed)
         self.model = ViT(config)
@@ -147,7 +167,13 @@ class Trainer:
         self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0}  # of the epoch in progress
         self.train_seconds = 0.0
         self.compiled = CompiledStep(self._train_fn, self.updated_state)
-        self.forward = BatchedForward(self.model, self.mean, self.std, EVAL_BATCH)
+        # the averaged weights live in a second model of the same shape, which is what is evaluated
+        self.ema_model = None
+        if settings.ema:
+            self.ema_model = ViT(config)
+            for name, t in get_state_dict(self.ema_model).items():
+                t.assign(self.params[name].detach()).realize()
+        self.forward = BatchedForward(self.ema_model or self.model, self.mean, self.std, EVAL_BATCH)
 
     # --- sizes --------------------------------------------------------------------------------
     @property
@@ -173,7 +199,7 @@ class Trainer:
 
     @property
     def digits_per_batch(self) -> int:
-        return self.settings.batch_size - self.settings.negatives_per_batch
+        return self.settings.batch_size - self.settings.negatives_per_batch - self.settings.positives_per_batch
 
     @property
     def steps_per_epoch(self) -> int:
@@ -200,22 +226,30 @@ class Trainer:
             loss = logits.sparse_categorical_crossentropy(y, label_smoothing=self.settings.label_smoothing).backward()
             correct = (logits.argmax(-1) == y).sum()
             Tensor.realize(loss, correct, *self.optimizer.schedule_step())
+            if self.ema_model is not None:
+                d = self.settings.ema
+                averaged = get_state_dict(self.ema_model)
+                Tensor.realize(*(averaged[k].assign(averaged[k] * d + w.detach() * (1 - d)) for k, w in self.params.items()))
         return loss, correct
 
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Host batch `index` of `epoch` (0-based): normalised float32 images and int32 labels."""
         s = self.settings
         settings = {"batch_size": self.digits_per_batch, "seed": s.seed, "do_augment": s.augment}
-        x, y = training_batch(self.train_split, epoch, index, **settings, mean=self.mean, std=self.std)
-        if not s.negatives_per_batch:
-            return x, y
-        # drawn from their own stream, seeded like the digits': a resumed run draws the same ones
-        rng = np.random.default_rng([s.seed, epoch, index, NEGATIVES_STREAM])
-        negatives = self.negatives[rng.integers(0, len(self.negatives), s.negatives_per_batch)]
-        if s.augment:
-            negatives = augment(negatives, rng)
-        x = np.concatenate([x, normalize(negatives, self.mean, self.std)])
-        return x, np.concatenate([y, np.full(s.negatives_per_batch, DIGITS, np.int32)])
+        xs, ys = [*training_batch(self.train_split, epoch, index, **settings, mean=self.mean, std=self.std)]
+        for name, per_batch, stream in (
+            ("positives", s.positives_per_batch, POSITIVES_STREAM),
+            ("negatives", s.negatives_per_batch, NEGATIVES_STREAM),
+        ):
+            if not per_batch:
+                continue
+            # drawn from their own stream, seeded like the digits': a resumed run draws the same ones
+            bank, rng = self.banks[name], np.random.default_rng([s.seed, epoch, index, stream])
+            picked = rng.integers(0, len(bank.images), per_batch)
+            images = augment(bank.images[picked], rng) if s.augment else bank.images[picked]
+            labels = np.full(per_batch, DIGITS) if bank.labels is None else bank.labels[picked]
+            xs, ys = np.concatenate([xs, normalize(images, self.mean, self.std)]), np.concatenate([ys, labels.astype(np.int32)])
+        return xs, ys
 
     @property
     def beam(self) -> int:
@@ -233,14 +267,22 @@ class Trainer:
         return self.compiled.compiling
 
     def optimizer_state(self) -> dict[str, Tensor]:
-        """The optimizer's tensors under their checkpoint names."""
+        """The optimizer's tensors under their checkpoint names (with the weights' moving average: it
+        is as much training state as the moments are)."""
         state = {}
+        if self.ema_model is not None:
+            state |= {f"{OPTIMIZER_PREFIX}ema.{k}": t for k, t in get_state_dict(self.ema_model).items()}
         for group, (names, opt) in self.groups.items():
             prefix = f"{OPTIMIZER_PREFIX}{group}."
             state |= {prefix + "b1_t": opt.b1_t, prefix + "b2_t": opt.b2_t}
             state |= {f"{prefix}m.{n}": m for n, m in zip(names, opt.m)}
             state |= {f"{prefix}v.{n}": v for n, v in zip(names, opt.v)}
         return state
+
+    @property
+    def shipped_weights(self) -> dict[str, Tensor]:
+        """What a weights file holds: the moving average when there is one, else the weights."""
+        return get_state_dict(self.ema_model) if self.ema_model is not None else dict(self.params)
 
     def updated_state(self) -> list[Tensor]:
         """Every tensor a training step writes that outlives it: weights, optimizer, random stream."""

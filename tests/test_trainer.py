@@ -7,7 +7,7 @@ from conftest import step_losses
 
 from edgevit.errors import EdgeViTError
 from edgevit.model import ViTConfig
-from edgevit.trainer import Negatives, Trainer, TrainSettings, lr_at
+from edgevit.trainer import Bank, Trainer, TrainSettings, lr_at
 
 TINY = ViTConfig(dim=16, depth=1, heads=2, mlp_dim=32, dropout=0.1)
 
@@ -46,18 +46,32 @@ def test_the_last_training_images_are_held_out_and_calibrate_the_model(mnist):
 
 def test_negatives_join_every_batch_as_the_not_a_digit_class(mnist):
     rng = np.random.default_rng(0)
-    negatives = Negatives(rng.integers(0, 256, (50, 28, 28), dtype=np.uint8), Path("noise"))
+    negatives = Bank(rng.integers(0, 256, (50, 28, 28), dtype=np.uint8), Path("noise"))
     eleven = ViTConfig(dim=16, depth=1, heads=2, mlp_dim=32, num_classes=11)
-    settings = TrainSettings(epochs=1, batch_size=16, negatives_per_batch=4, limit=96, validation=200)
-    trainer = Trainer(eleven, settings, mnist, negatives)
-    assert trainer.steps_per_epoch == 96 // 12  # every digit once per epoch, 12 of them per batch
+    positives = Bank(mnist.train.images[:30], Path("digits"), mnist.train.labels[:30])
+    settings = TrainSettings(epochs=1, batch_size=16, negatives_per_batch=4, positives_per_batch=2, limit=100, validation=200)
+    trainer = Trainer(eleven, settings, mnist, negatives=negatives, positives=positives)
+    assert trainer.steps_per_epoch == 100 // 10  # every digit once per epoch, 10 of them per batch
     x, y = trainer.batch(0, 0)
-    assert x.shape == (16, 1, 28, 28) and y[:12].max() < 10 and (y[12:] == 10).all()
+    assert x.shape == (16, 1, 28, 28) and y[:12].max() < 10 and (y[12:] == 10).all()  # 10 digits, 2 positives, 4 negatives
+    assert set(y[10:12]) <= set(mnist.train.labels[:30])
     assert np.array_equal(trainer.batch(0, 0)[0], x)  # a pure function of (seed, epoch, step): resumable
-    assert len(step_losses(trainer)) == 8
+    assert len(step_losses(trainer)) == 10
     reject = trainer.calibration()["reject"]
     assert reject["class"] == 10 and 0 <= reject["threshold"] < 1
     with pytest.raises(EdgeViTError, match="needs 11 classes"):
-        Trainer(TINY, settings, mnist, negatives)
-    with pytest.raises(EdgeViTError, match="needs a bank of non-digit images"):
-        Trainer(eleven, settings, mnist)
+        Trainer(TINY, settings, mnist, negatives=negatives, positives=positives)
+    with pytest.raises(EdgeViTError, match="training with negatives needs a bank"):
+        Trainer(eleven, settings, mnist, positives=positives)
+
+
+def test_the_shipped_weights_are_the_moving_average(mnist):
+    trainer = Trainer(TINY, TrainSettings(epochs=1, batch_size=16, limit=64, ema=0.9, validation=100), mnist)
+    before = {k: v.numpy() for k, v in trainer.shipped_weights.items()}
+    step_losses(trainer)
+    raw, averaged = trainer.params, trainer.shipped_weights
+    name = "blocks.0.attn.query.weight"
+    expected_direction = raw[name].numpy() - before[name]
+    moved = averaged[name].numpy() - before[name]
+    assert np.abs(moved).max() > 0 and np.abs(moved).max() < np.abs(expected_direction).max()  # behind the weights
+    assert not np.array_equal(averaged[name].numpy(), raw[name].numpy())
