@@ -14,12 +14,21 @@ INTERNAL_NAMES = re.compile(
 )
 # the layers, lowest first: a module may import only from its own layer or lower ones
 LAYERS = [
-    {"errors", "resources", "internals", "quant"},
+    {"errors", "checks", "files", "resources", "internals", "quant"},
     {"model", "data", "quant.codec", "measure"},
     {"quant.schemes", "preprocess", "attention", "explain", "device", "cli", "calibration", "answer"},
     {"weights"},
     {"graph", "reference", "quant.files"},
-    {"export.plan", "export.render", "export.build", "export.capture", "export.wasm", "export"},
+    {
+        "export.plan",
+        "export.render",
+        "export.build",
+        "export.capture",
+        "export.wasm",
+        "export.stack",
+        "export.boards",
+        "export",
+    },
     {"runtime.cache", "runtime.replay", "runtime.jit", "runtime.c", "runtime.classifier", "runtime"},
     {"step", "trainer", "checkpoint", "evaluate", "classify", "train", "demo", "demo.site", "demo.server", "demo.cli"},
 ]
