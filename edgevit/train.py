@@ -16,7 +16,7 @@ import numpy as np
 from edgevit import checkpoint, weights
 from edgevit.answer import DIGITS
 from edgevit.cli import ProgressBar, StopFlag, format_duration, run
-from edgevit.data import load_dataset, read_idx
+from edgevit.data import load_dataset, read_idx, verify_manifest
 from edgevit.device import choose_device
 from edgevit.errors import EdgeViTError
 from edgevit.model import ViTConfig
@@ -90,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
 def load_bank(directory: Path, name: str) -> Bank:
     """One bank of extra training images from `directory`: train-NAME-images-idx3-ubyte.gz, and for
     digits their labels in train-NAME-labels-idx1-ubyte.gz."""
+    verify_manifest(directory)
     images_path = directory / f"train-{name}-images-idx3-ubyte.gz"
     images = read_idx(images_path)
     if images.ndim != 3 or images.dtype != np.uint8:

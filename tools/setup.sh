@@ -50,6 +50,14 @@ if ! command -v wasm-ld-19 >/dev/null && ! command -v wasm-ld >/dev/null; then
     say "warning: no wasm-ld (sudo apt-get install -y clang-19 lld-19); the WebAssembly build and its tests will fail"
 fi
 
+# the fonts the banks of non-digits were drawn with (tools/negatives.py; the tests redraw some) and the
+# synthetic printed digits of tools/realworld.py
+if [ ! -d /usr/share/fonts/truetype/freefont ] || [ ! -d /usr/share/fonts/truetype/liberation ] || [ ! -d /usr/share/fonts/opentype/urw-base35 ]; then
+  say "installing fonts (the generators of non-digit and printed images draw with them)"
+  apt_install fonts-dejavu-core fonts-dejavu-extra fonts-freefont-ttf fonts-liberation fonts-urw-base35 ||
+    say "warning: fonts missing (sudo apt-get install -y fonts-freefont-ttf fonts-liberation fonts-urw-base35); the bank tests will fail"
+fi
+
 if [ "$EXTRA" = browser ] && ! command -v chromedriver >/dev/null; then
   say "installing chromium and chromium-driver (the explorer's tests run in headless Chromium)"
   apt_install chromium chromium-driver || die "the browser tests need chromium and chromium-driver: sudo apt-get install -y chromium chromium-driver"
