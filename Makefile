@@ -30,7 +30,7 @@ test-browser:
 	@bash tools/setup.sh browser
 	$(PY) -m pytest -q -m browser
 
-# EdgeViT against PyTorch and numpy on this machine (installs the [bench] extra: PyTorch, CPU build)
+# EdgeViT against ONNX Runtime, OpenVINO, PyTorch and numpy on this machine (installs the [bench] extra first)
 bench: setup
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(PY) tools/bench.py

@@ -1,28 +1,268 @@
+"""tools/bench.py: the quick run end to end, a run with peers left out, the peer row the quick run
+skips, the arithmetic of the figures, ratios and targets, and the worker processes the rows live in."""
+
+import importlib.util
 import json
 import subprocess
 import sys
 
-from conftest import ROOT
+import numpy as np
+import pytest
+from conftest import ROOT, SHIPPED
 
-KEYS = {"runtime", "scheme", "device", "train_ips", "batch1_ms_median", "batch1_ms_p90", "batch64_ips", "batch256_ips"}
-KEYS |= {"compile_s", "peak_rss_mb"}
+sys.path.insert(0, str(ROOT / "tools"))
+import bench
+
+from edgevit.data import normalize
+from edgevit.errors import EdgeViTError
+from edgevit.measure import Worker, WorkerError
+from edgevit.weights import open_model_file
+
+ONNX_PEERS = ("onnxruntime", "openvino")
+MISSING_LINE = "peers missing"
 
 
+def installed(peer: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in bench.PEERS[peer])
+
+
+def missing_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(MISSING_LINE)]
+
+
+def check_measured(r: dict, effort: bench.Effort) -> None:
+    """A row as `measure` returns it: every key, figures from every round, references checked."""
+    assert set(r) == set(bench.KEYS)
+    assert r["scheme"] == "fp32" and r["device"]
+    assert r["rounds"] == effort.rounds == len(r["batch1_ms_rounds"]) == len(r["batch256_ips_rounds"])
+    assert r["batch1_calls"] >= effort.rounds * effort.batch1_min_calls
+    assert r["batch1_ms_median"] > 0 and r["batch1_ms_p90"] >= r["batch1_ms_median"]
+    assert r["batch64_ips"] > 0 and r["batch256_ips"] > 0 and r["peak_rss_mb"] > 10 and r["compile_s"] > 0
+    assert r["train_ips"] is None and r["train_ips_rounds"] is None  # a smoke run trains nothing
+    if r["runtime"] in bench.REFERENCES:  # checked against EdgeViT before timing
+        assert r["max_logit_diff"] <= bench.FLOAT_ATOL and r["prediction_agreement"] > bench.INT8_AGREEMENT
+    else:
+        assert r["max_logit_diff"] is None and r["prediction_agreement"] is None
+
+
+# --- whole runs ---------------------------------------------------------------------------------------
 def test_quick_bench_writes_a_table_and_json_rows(tmp_path):
+    """The smoke run of `make`'s README and CI, with whichever peers this venv has."""
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, ROOT / "tools" / "bench.py", "--quick", "--json", out], capture_output=True, text=True, timeout=900
+        [sys.executable, ROOT / "tools" / "bench.py", "--quick", "--json", out], capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())
-    runtimes = {r["runtime"] for r in rows}
-    assert {"edgevit", "c", "numpy"} <= runtimes
+    peers = [peer for peer in bench.PEERS if installed(peer)]
+    assert [r["runtime"] for r in rows] == ["numpy", *peers, "edgevit", "c"]  # plan's order: references first
     for r in rows:
-        assert set(r) >= KEYS
-        assert r["batch1_ms_median"] > 0 and r["batch1_ms_p90"] >= r["batch1_ms_median"]
-        assert r["batch64_ips"] > 0 and r["batch256_ips"] > 0 and r["peak_rss_mb"] > 10
-    assert "| runtime | scheme |" in done.stdout and "references agree with EdgeViT" in done.stderr
-    if "pytorch" in runtimes:
-        assert "vs PyTorch" in done.stdout and ("met" in done.stdout or "MISSED" in done.stdout)
-    else:
-        assert "PyTorch is not installed" in done.stderr
+        check_measured(r, bench.QUICK)
+    assert [r["beam"] for r in rows if r["runtime"] in ("edgevit", "c")] == [0, bench.LIBRARY_BEAM]
+    for runtime in ("numpy", *peers):
+        assert f"{runtime} fp32 checked against EdgeViT fp32 on {bench.IMAGES} test images" in done.stderr
+    absent = [peer for peer in bench.PEERS if peer not in peers]
+    assert len(missing_lines(done.stderr)) == (1 if absent else 0)
+    assert all(f"{peer} (not installed" in done.stderr for peer in absent)
+    assert "| runtime | scheme |" in done.stdout and "batch 256 vs PyTorch / best peer" in done.stdout
+    assert "C runtime batch-1 latency <= 0.60x the best peer" in done.stdout
+    assert ("Best peer per column: batch 1 –" in done.stdout) == (not peers)
+
+
+def test_peers_left_out_are_named_and_the_rest_measured(tmp_path, capsys, monkeypatch):
+    """--without: one stderr line names the peers left out and the other rows run. The EdgeViT and C
+    rows are dropped from the plan here (the quick run above measures them) to keep this test short."""
+    plan = bench.plan
+    monkeypatch.setattr(bench, "plan", lambda *args: [s for s in plan(*args) if s.runtime in bench.REFERENCES])
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--json", str(out)] + [arg for peer in ONNX_PEERS for arg in ("--without", peer)]
+    assert bench.main(argv) == 0
+    stdout, stderr = capsys.readouterr()
+    (line,) = missing_lines(stderr)
+    assert all(f"{peer} (left out by --without)" in line for peer in ONNX_PEERS)
+    assert ("pytorch (not installed: torch)" in line) != installed("pytorch")
+    rows = json.loads(out.read_text())
+    assert [r["runtime"] for r in rows] == ["numpy"] + (["pytorch"] if installed("pytorch") else [])
+    for r in rows:
+        check_measured(r, bench.QUICK)
+    assert "C runtime batch-1 latency <= 0.60x the best peer: not judged" in stdout
+
+
+@pytest.fixture(scope="module")
+def inputs(mnist) -> bench.Inputs:
+    _, _, _, (mean, std) = open_model_file(SHIPPED)
+    pixels = mnist.test.images[: bench.IMAGES].astype(np.float32)
+    return bench.Inputs(pixels, normalize(pixels, mean, std))
+
+
+def test_onnx_runtime_int8_agrees_with_edgevit_and_times(inputs, tmp_path):
+    """The one peer row a quick run leaves out: ONNX Runtime's dynamic int8 quantization of the export."""
+    for module in bench.PEERS["onnxruntime"]:
+        pytest.importorskip(module, reason="ONNX Runtime is part of the optional [bench] extra")
+    files = bench.prepare_files(SHIPPED, ("fp32",), ["onnxruntime"], quick=False, tmp=tmp_path)
+    spec = bench.Spec("onnxruntime", "int8", str(files["onnxruntime", "int8"]))
+    with Worker(bench.start_engine, spec, inputs, str(tmp_path)) as worker:
+        checked = bench.check(spec, worker.call("outputs"), bench.edgevit_logits(SHIPPED, inputs.x))
+        blocks = [worker.call("block", bench.QUICK) for _ in range(2)]
+    assert checked["prediction_agreement"] >= bench.INT8_AGREEMENT
+    assert checked["max_logit_diff"] > bench.FLOAT_ATOL  # activations quantized too: not a float row
+    row = bench.summarise(blocks)
+    assert row["rounds"] == 2 and row["batch1_ms_median"] > 0 and row["batch256_ips"] > 0
+
+
+# --- the parts without processes ---------------------------------------------------------------------
+def test_plan_puts_references_first_and_trains_only_outside_quick_runs():
+    runtimes = ("numpy", "edgevit", "c", *bench.PEERS)
+    files = {(runtime, scheme): f"{runtime}-{scheme}" for runtime in runtimes for scheme in ("fp32", "int8", "w8a8")}
+    quick = bench.plan(files, ("fp32",), list(bench.PEERS), True, None)
+    assert [s.name for s in quick] == [
+        "numpy fp32",
+        "pytorch fp32",
+        "onnxruntime fp32",
+        "onnxruntime int8",
+        "openvino fp32",
+        "edgevit fp32",
+        "c fp32",
+    ]
+    assert not any(s.trains for s in quick)
+    full = bench.plan(files, ("fp32", "int8", "w8a8"), ["pytorch"], False, "batches.npz")
+    assert [s.name for s in full if s.trains] == ["pytorch fp32", "edgevit fp32"]
+    assert next(s for s in full if s.runtime == "pytorch").batches == "batches.npz"
+    assert [s.name for s in full if s.beam] == [f"edgevit fp32 BEAM={bench.SEARCHED}"]
+    assert [s.name for s in full if s.runtime == "c"] == ["c fp32", "c int8", "c w8a8"]
+
+
+def test_missing_peers_names_each_with_its_reason(monkeypatch):
+    peers = {"pytorch": ("json",), "onnxruntime": ("json", "no_such_module"), "openvino": ("no_such_module", "nor_this")}
+    monkeypatch.setattr(bench, "PEERS", peers)
+    assert bench.missing_peers(["pytorch", "openvino"]) == {
+        "pytorch": "left out by --without",
+        "openvino": "left out by --without",
+        "onnxruntime": "not installed: no_such_module",
+    }
+    assert bench.missing_peers([]) == {
+        "onnxruntime": "not installed: no_such_module",
+        "openvino": "not installed: no_such_module, nor_this",
+    }
+
+
+def test_check_bounds_float_logits_and_int8_predictions(capsys):
+    expected = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.2]], np.float32)
+    fp32, int8 = bench.Spec("openvino", "fp32", "m.onnx"), bench.Spec("onnxruntime", "int8", "m.onnx")
+    checked = bench.check(fp32, expected + 5e-5, expected)
+    assert checked == {"max_logit_diff": pytest.approx(5e-5, rel=0.01), "prediction_agreement": 1.0}
+    with pytest.raises(EdgeViTError, match=r"openvino fp32 disagrees with EdgeViT: max .* 2\.0e-04"):
+        bench.check(fp32, expected + 2e-4, expected)
+    assert bench.check(int8, expected + 0.1, expected)["prediction_agreement"] == 1.0  # logits moved, answers kept
+    one_wrong = expected.copy()
+    one_wrong[0] = [0.0, 1.0]
+    with pytest.raises(EdgeViTError, match=r"onnxruntime int8 disagrees .* agree on 66\.7%"):
+        bench.check(int8, one_wrong, expected)
+    assert "checked against EdgeViT fp32 on 3 test images" in capsys.readouterr().err
+
+
+def test_summarise_takes_medians_over_rounds():
+    blocks = [
+        {"batch1_s": [0.001, 0.002, 0.003], "batch64_ips": 100.0, "batch256_ips": 200.0},
+        {"batch1_s": [0.004, 0.005], "batch64_ips": 300.0, "batch256_ips": 100.0},
+        {"batch1_s": [0.006], "batch64_ips": 200.0, "batch256_ips": 400.0},
+    ]
+    row = bench.summarise(blocks)
+    assert row["rounds"] == 3 and row["batch1_calls"] == 6
+    assert row["batch1_ms_median"] == pytest.approx(3.5)  # over every call of every round
+    assert row["batch1_ms_p90"] == pytest.approx(5.5)
+    assert row["batch1_ms_rounds"] == pytest.approx([2.0, 4.5, 6.0])
+    assert row["batch64_ips"] == 200.0 and row["batch256_ips"] == 200.0
+    assert row["batch256_ips_rounds"] == [200.0, 100.0, 400.0]
+    assert row["train_ips"] is None and row["train_ips_rounds"] is None  # no block trained
+    trained = bench.summarise([b | {"train_ips": ips} for b, ips in zip(blocks, (50.0, 70.0, 60.0))])
+    assert trained["train_ips"] == 60.0 and trained["train_ips_rounds"] == [50.0, 70.0, 60.0]
+
+
+def row(runtime, scheme, b1, b256, train=None, beam=0):
+    return dict.fromkeys(bench.KEYS) | dict(
+        runtime=runtime, scheme=scheme, beam=beam, batch1_ms_median=b1, batch64_ips=b256 / 2, batch256_ips=b256, train_ips=train
+    )
+
+
+ROWS = [
+    row("numpy", "fp32", 0.01, 90_000),  # not a peer: never the best one
+    row("pytorch", "fp32", 0.5, 20_000, train=6_000),
+    row("onnxruntime", "fp32", 0.25, 18_000),
+    row("onnxruntime", "int8", 0.2, 17_000),
+    row("openvino", "fp32", 0.3, 30_000),
+    row("edgevit", "fp32", 0.45, 21_000, train=2_000),
+    row("edgevit", "fp32", 0.25, 9_000, beam=2),
+    row("c", "fp32", 0.11, 12_000),
+    row("c", "int8", 0.08, 9_000),
+    row("c", "w8a8", 0.3, 16_000),
+]
+
+
+def lines_with(lines, *parts):
+    return [line for line in lines if all(p in line for p in parts)]
+
+
+def test_best_peer_is_the_fastest_peer_per_column():
+    assert bench.best_peer(ROWS, "batch1_ms_median")["runtime"] == "onnxruntime"  # lowest latency: its int8
+    assert bench.best_peer(ROWS, "batch1_ms_median")["scheme"] == "int8"
+    assert bench.best_peer(ROWS, "batch256_ips")["runtime"] == "openvino"  # most images/s; numpy is no peer
+    assert bench.best_peer(ROWS, "train_ips")["runtime"] == "pytorch"  # the only peer with the figure
+    assert bench.best_peer([r for r in ROWS if r["runtime"] not in bench.PEERS], "batch256_ips") is None
+
+
+def test_targets_are_judged_against_pytorch_and_the_best_peer():
+    lines = bench.targets(ROWS)
+    (c_fp32,) = lines_with(lines, "C runtime batch-1 latency", "c fp32")
+    assert "vs onnxruntime int8 0.200 ms = 0.55x: met" in c_fp32
+    (w8a8,) = lines_with(lines, "C runtime batch-1 latency", "c w8a8")
+    assert w8a8.endswith("1.50x: MISSED")
+    (eight_1,) = lines_with(lines, "8-bit", "batch 1")
+    assert "c int8 0.080 ms vs c fp32 0.110 ms = 1.38x speed-up: met" in eight_1  # int8 is the faster at batch 1
+    (eight_256,) = lines_with(lines, "8-bit", "batch 256")
+    assert "c w8a8 16,000 img/s" in eight_256 and "1.33x speed-up: met" in eight_256  # w8a8 at batch 256
+    (c_256,) = lines_with(lines, "C runtime batch-256", "c fp32")
+    assert "vs openvino fp32 30,000 img/s = 0.40x: MISSED" in c_256
+    assert lines_with(lines, "tinygrad runtime batch-256", "edgevit fp32 21,000", "1.05x: met")
+    assert lines_with(lines, "tinygrad runtime batch-256", "edgevit (BEAM=2)", "0.45x: MISSED")
+    (training,) = lines_with(lines, "training images/s")
+    assert "edgevit fp32 2,000 img/s vs pytorch fp32 6,000 img/s = 0.33x: MISSED" in training
+
+
+def test_a_ratio_on_its_bound_is_met():
+    rows = [row("pytorch", "fp32", 0.5, 20_000), row("c", "fp32", 0.3, 20_000)]  # 0.60x latency, 1.00x images/s
+    (latency,) = bench._judge(*bench.TARGETS[0], rows)
+    (throughput,) = bench._judge(*bench.TARGETS[1], rows)
+    assert latency.endswith("= 0.60x: met") and throughput.endswith("= 1.00x: met")
+
+
+def test_targets_without_peers_or_8_bit_rows_are_not_judged():
+    lines = bench.targets([r for r in ROWS if r["runtime"] not in bench.PEERS and r["scheme"] == "fp32"])
+    assert all("not judged" in line for line in lines if "C runtime" in line or "training" in line)
+    assert len(lines_with(lines, "not judged")) == len(lines)
+
+
+def test_table_gives_ratios_to_pytorch_and_to_the_best_peer():
+    table = bench.markdown(ROWS).splitlines()
+    assert len(table) == 2 + len(ROWS)
+    (c_fp32,) = lines_with(table, "| c | fp32 |")
+    assert "| 0.22x / 0.55x | 0.60x / 0.40x | 0.60x / 0.40x | – |" in c_fp32
+    (trained,) = lines_with(table, "| edgevit | fp32 |")
+    assert trained.endswith("| 0.33x |")
+    (searched,) = lines_with(table, "| edgevit (BEAM=2) | fp32 |")
+    assert "| 0.50x / 1.25x |" in searched
+    no_pytorch = bench.markdown([r for r in ROWS if r["runtime"] != "pytorch"])
+    (c_fp32,) = lines_with(no_pytorch.splitlines(), "| c | fp32 |")
+    assert "| – / 0.55x | – / 0.40x | – / 0.40x | – |" in c_fp32
+    assert "batch 1 onnxruntime int8 0.200 ms" in bench.best_peers_line(ROWS)
+    assert "batch 256 openvino fp32 30,000 img/s" in bench.best_peers_line(ROWS)
+
+
+# --- the worker processes -----------------------------------------------------------------------------
+def test_a_worker_serves_calls_and_reports_failures():
+    with Worker(list, [3, 1, 2]) as worker:
+        assert worker.call("sort") is None and worker.call("copy") == [1, 2, 3]
+        with pytest.raises(WorkerError, match="IndexError"):
+            worker.call("pop", 7)
+    with pytest.raises(WorkerError, match="ValueError"):
+        Worker(int, "not a number")

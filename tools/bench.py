@@ -1,213 +1,463 @@
-"""EdgeViT against PyTorch (and plain numpy) on this machine, same model, same weights, one run.
+"""EdgeViT against its peers on this machine: same model, same weights, same inputs, one run.
 
-    python tools/bench.py [--weights W] [--json OUT] [--quick]
+    python tools/bench.py [--weights W] [--json OUT] [--quick] [--without PEER]
 
-Rows: EdgeViT's tinygrad runtime and its exported C runtime for fp32 and every quantized scheme,
-PyTorch eager and numpy for fp32. Each row is measured in its own fresh process, so its compile
-time and peak memory are its own. Ratios are EdgeViT / PyTorch from this run: machines here are
-shared and noisy, so only same-run ratios mean anything. PyTorch is the optional [bench] extra.
+Rows: EdgeViT's tinygrad runtime and its exported C runtime for fp32 and every quantized scheme; the
+peers, PyTorch eager, ONNX Runtime (fp32 and its dynamic int8) and OpenVINO (fp32), all running the
+PyTorch twin of the model (edgevit.reference, exported to ONNX for the last two); and a plain numpy
+forward pass. The peers are the optional [bench] extra: those not installed are named in one stderr
+line and the rest is measured. Every peer's outputs are checked against EdgeViT's before anything is
+timed.
+
+Each row lives in its own spawned process for the whole run, so its imports, compile time and peak
+memory are its own. Timing goes in rounds: in each round every row in turn runs one timing block
+(batch-1 calls, then batch-64 and batch-256 calls, then training steps for the rows that train), and
+each figure is the median over the rounds. This machine is shared: interleaving spreads its noise over
+all rows alike instead of landing on whichever row happened to run during it, so the same-run ratios
+(to PyTorch and to the best peer) are what count.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import itertools
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tinygrad import Tensor
 
 from edgevit.cli import run
-from edgevit.data import load_dataset, normalize, training_batch
+from edgevit.data import load_dataset, normalize
 from edgevit.errors import EdgeViTError
 from edgevit.export import LIBRARY_BEAM
-from edgevit.graph import padded_batches
-from edgevit.measure import in_fresh_process, latencies, peak_rss, throughput
+from edgevit.files import atomic_write
+from edgevit.measure import Worker, peak_rss, rate, settle, timed_calls
 from edgevit.preprocess import preprocess
 from edgevit.quant.files import quantize_file
 from edgevit.quant.schemes import C_EXPORTABLE, QUANTIZED
-from edgevit.reference import float_weights, numpy_forward, torch_vit
-from edgevit.runtime import Classifier
-from edgevit.trainer import Trainer, TrainSettings
-from edgevit.weights import atomic_write, load_model, open_model_file
+from edgevit.reference import export_onnx, float_weights, numpy_forward, torch_vit
+from edgevit.trainer import TrainSettings
+from edgevit.weights import open_model_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEIGHTS = ROOT / "weights" / "edgevit-mnist.safetensors"
 SAMPLE = ROOT / "samples" / "mnist-3.png"
 KEYS = ("runtime", "scheme", "device", "train_ips", "batch1_ms_median", "batch1_ms_p90", "batch64_ips", "batch256_ips")
 KEYS += ("compile_s", "peak_rss_mb", "classify_cold_s", "classify_warm_s", "beam")
+KEYS += ("rounds", "batch1_calls", "batch1_ms_rounds", "batch64_ips_rounds", "batch256_ips_rounds", "train_ips_rounds")
+KEYS += ("max_logit_diff", "prediction_agreement")
+
+# the peers EdgeViT is judged against, and the modules each needs (the ONNX file comes from PyTorch)
+PEERS = {"pytorch": ("torch",), "onnxruntime": ("torch", "onnx", "onnxruntime"), "openvino": ("torch", "onnx", "openvino")}
+PEER_ROWS = (("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"))
+REFERENCES = ("numpy", *PEERS)  # the rows whose outputs are checked against EdgeViT's
 SEARCHED = 2  # the extra row: the tinygrad runtime with BEAM-searched kernels (`edgevit-classify --beam 2`)
+IMAGES = 256  # test images every row runs: batches take the first 1, 64 or 256; the check takes all
+BATCHES = (64, 256)
 TRAIN_BATCH = 128
-WARMUP_STEPS = 3
-AGREE_ATOL = 1e-4
+TRAIN_BATCHES = 16  # the recipe's first batches of epoch 0: every training row cycles through these
+WARMUP_STEPS = 3  # eager, capture, first direct replay: compile time, not training speed
+WARMUP_CALLS = 20  # batch-1 calls after the first (compiling) one, before any timing
+BLOCK_WARMUP_CALLS = 3  # untimed batch-1 calls per block: the previous row left its own data in the caches
+FLOAT_ATOL = 1e-4  # largest |logit difference| a float peer may show against EdgeViT fp32
+# ONNX Runtime's dynamic int8 also quantizes activations, so its logits move by ~0.1; its predictions
+# agreed with EdgeViT fp32 on 99.96% of the 10,000 test images (and on all of the first 256)
+INT8_AGREEMENT = 0.99
+ORT_PROVIDERS = ["CPUExecutionProvider"]
+# OpenVINO's CPU plugin computes in bfloat16 by default on CPUs that have it (this one does): f32 asked for
+OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+COLUMNS = {"batch1_ms_median": "batch 1", "batch64_ips": "batch 64", "batch256_ips": "batch 256"}  # best-peer columns
+C_8BIT = ("int8", "w8a8")
+EIGHT_BIT_SPEEDUP = 1.3  # target: C with 8-bit weights at least this much faster than C fp32
+EIGHT_BIT_COLUMNS = ("batch1_ms_median", "batch256_ips")  # where that speed-up is judged
+# (title, runtime judged, figure, reference: "pytorch" or the best peer, bound on the ratio)
+TARGETS = (
+    ("C runtime batch-1 latency", "c", "batch1_ms_median", "best peer", 0.6),
+    ("C runtime batch-256 images/s", "c", "batch256_ips", "best peer", 1.0),
+    ("tinygrad runtime batch-256 images/s", "edgevit", "batch256_ips", "pytorch", 1.0),
+    ("training images/s", "edgevit", "train_ips", "pytorch", 0.5),
+)
 
 
+@dataclass(frozen=True)
 class Effort:
-    """How many calls each figure averages over; --quick is a smoke run, not a measurement."""
+    """How long each figure is timed; --quick is a smoke run, not a measurement."""
 
-    def __init__(self, quick: bool):
-        self.quick = quick
-        self.batch1_calls = 20 if quick else 300
-        self.warmup = 3 if quick else 20
-        self.batch_repeats = 1 if quick else 8
-        self.train_steps = 0 if quick else 20
+    rounds: int
+    window_s: float  # per round and row, for each of batch 1, 64 and 256
+    batch1_min_calls: int
+    train_s: float  # per round, for the rows that train (a smoke run trains nothing)
 
 
-# --- one row, in a fresh process ----------------------------------------------------------------
-def _test_images(n: int) -> np.ndarray:
-    return load_dataset().test.images[:n].astype(np.float32)
+FULL = Effort(rounds=10, window_s=0.25, batch1_min_calls=50, train_s=1.0)
+QUICK = Effort(rounds=2, window_s=0.02, batch1_min_calls=5, train_s=0.0)
 
 
-def measure_edgevit(path: str, effort: Effort, beam: int | None = None) -> dict:
-    clf = Classifier(path, cache_dir=None, beam=beam)
-    images = _test_images(256)
-    start = time.perf_counter()
-    clf.predict(images[:1])
-    row = {"device": clf.device, "compile_s": time.perf_counter() - start}
-    row["batch1_ms_median"], row["batch1_ms_p90"] = latencies(
-        lambda: clf.predict(images[:1]), effort.batch1_calls, effort.warmup
-    )
-    for batch in (64, 256):
-        # one graph of exactly this batch size, fed already-normalised input: the runtime's own cost
-        x, _ = next(padded_batches(images[:batch], batch, clf.mean, clf.std))
-        row[f"batch{batch}_ips"] = throughput(lambda x=x: clf.forward(x), batch, effort.batch_repeats)
-    if effort.train_steps and clf.scheme == "fp32" and not beam:  # a searched training step compiles for 11 min
-        row["train_ips"] = _edgevit_train_ips(clf.config, effort)
-    return row
+@dataclass(frozen=True)
+class Spec:
+    """One row: which runtime runs which file."""
+
+    runtime: str
+    scheme: str
+    source: str  # a weights file; for ONNX Runtime and OpenVINO, an ONNX file
+    beam: int | None = None  # EdgeViT's kernel search (None: the runtime's default)
+    trains: bool = False
+    batches: str | None = None  # PyTorch's training batches (.npz), drawn by EdgeViT's Trainer in the parent
+
+    @property
+    def name(self) -> str:
+        return f"{self.runtime} {self.scheme}" + (f" BEAM={self.beam}" if self.beam else "")
 
 
-def _training_batches(effort: Effort) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The first batches of the shipped recipe's first epoch: the same for every framework."""
-    data, s = load_dataset(), TrainSettings(batch_size=TRAIN_BATCH)
-    mean, std = data.pixel_stats()
-    settings = dict(batch_size=s.batch_size, seed=s.seed, do_augment=s.augment, mean=mean, std=std)
-    return [training_batch(data.train, 0, i, **settings) for i in range(effort.train_steps + WARMUP_STEPS)]
+@dataclass(frozen=True)
+class Inputs:
+    pixels: np.ndarray  # (IMAGES, 28, 28) test images on [0, 255]: the C runtime normalises them itself
+    x: np.ndarray  # the same, normalised (IMAGES, 1, 28, 28): what every other row runs
 
 
-def _train_ips(step, batches: list) -> float:
-    for x, y in batches[:WARMUP_STEPS]:  # eager, capture, first replay: compile time, not training speed
-        step(x, y)
-    start = time.perf_counter()
-    for x, y in batches[WARMUP_STEPS:]:
-        step(x, y)
-    return (len(batches) - WARMUP_STEPS) * TRAIN_BATCH / (time.perf_counter() - start)
+# --- the rows' runtimes, each in its own worker process ---------------------------------------------
+class Engine:
+    """One row's runtime, built in its worker. Subclasses build it in __init__ and define
+    forward(batch), which runs the first `batch` images; the checked rows define outputs() (logits
+    of all IMAGES) and the training rows training() (a step on the next of the shared batches)."""
+
+    device = ""
+    compile_s = 0.0
+    train = None  # the training step, set up by start_engine for the rows that train
+
+    def forward(self, batch: int) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"device": self.device, "compile_s": self.compile_s}
+
+    def block(self, effort: Effort) -> dict:
+        """One round's timings: batch-1 call durations (s), then images/s at each batch size and training."""
+        figures = {
+            "batch1_s": timed_calls(lambda: self.forward(1), effort.window_s, effort.batch1_min_calls, BLOCK_WARMUP_CALLS)
+        }
+        for batch in BATCHES:
+            figures[f"batch{batch}_ips"] = rate(lambda batch=batch: self.forward(batch), batch, effort.window_s)
+        if self.train is not None:
+            figures["train_ips"] = rate(self.train, TRAIN_BATCH, effort.train_s)
+        settle()  # before the next row's block
+        return figures
+
+    def peak_rss_mb(self) -> float:
+        return peak_rss() / 2**20
 
 
-def _edgevit_train_ips(config, effort: Effort) -> float:
-    trainer = Trainer(config, TrainSettings(batch_size=TRAIN_BATCH), load_dataset())
-    return _train_ips(trainer.train_step, _training_batches(effort))
+def _cycling(step: Callable, batches: list) -> Callable[[], object]:
+    """A training step over `batches` in turn, round after round."""
+    batches = itertools.cycle(batches)
+    return lambda: step(*next(batches))
 
 
-def measure_c(path: str, effort: Effort) -> dict:
-    with tempfile.TemporaryDirectory() as cache:
-        clf = Classifier(path, cache_dir=cache, runtime="c")
-        images = _test_images(256)
-        start = time.perf_counter()
-        model = clf.c_model()  # export + C compile
-        row = {"device": "CPU (C)", "compile_s": time.perf_counter() - start}
-        calls = effort.batch1_calls * 10  # each call is short: more of them for a stable median
-        row["batch1_ms_median"], row["batch1_ms_p90"] = latencies(lambda: model(images[:1]), calls, effort.warmup)
-        for batch in (64, 256):
-            row[f"batch{batch}_ips"] = throughput(lambda batch=batch: model(images[:batch]), batch, effort.batch_repeats)
-    return row
+class EdgeViTEngine(Engine):
+    def __init__(self, spec: Spec, inputs: Inputs, workdir: str):
+        from edgevit.runtime import Classifier
+
+        self.classifier = Classifier(spec.source, cache_dir=None, beam=spec.beam)
+        self.device, self.x = self.classifier.device, inputs.x
+
+    def forward(self, batch: int) -> None:
+        self.classifier.forward(self.x[:batch])  # one compiled graph of exactly `batch` images
+
+    def training(self):
+        from edgevit.trainer import Trainer
+
+        trainer = Trainer(self.classifier.config, TrainSettings(batch_size=TRAIN_BATCH), load_dataset())
+        return _cycling(trainer.train_step, [trainer.batch(0, i) for i in range(TRAIN_BATCHES)])
 
 
-def measure_pytorch(path: str, effort: Effort) -> dict:
-    import torch  # the optional [bench] extra: only rows that use it import it
+class CEngine(Engine):
+    def __init__(self, spec: Spec, inputs: Inputs, workdir: str):
+        from edgevit.runtime import Classifier
 
-    w, config, (mean, std) = float_weights(path)
-    # the same device EdgeViT's default backend would use: a GPU where there is one
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    start = time.perf_counter()
-    model = torch_vit(w, config).to(device)
-    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    row = {"device": f"{name} (torch {torch.__version__})", "compile_s": None}
-    x = torch.from_numpy(normalize(_test_images(256), mean, std)).to(device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    with torch.inference_mode():
-        model(x[:1])
-        sync()
-        row["compile_s"] = time.perf_counter() - start  # building the module and its first call
+        cache = tempfile.mkdtemp(prefix="c-cache-", dir=workdir)  # empty: the export and C build are timed
+        self.model = Classifier(spec.source, cache_dir=cache, runtime="c").c_model()
+        self.device, self.pixels = "CPU (C)", inputs.pixels
 
-        def forward(batch: int) -> None:
-            model(x[:batch])
-            sync()  # a GPU call returns before the work is done
-
-        row["batch1_ms_median"], row["batch1_ms_p90"] = latencies(lambda: forward(1), effort.batch1_calls * 5, effort.warmup)
-        for batch in (64, 256):
-            row[f"batch{batch}_ips"] = throughput(lambda batch=batch: forward(batch), batch, effort.batch_repeats)
-    if effort.train_steps:
-        row["train_ips"] = _pytorch_train_ips(model, device, effort)
-    return row
+    def forward(self, batch: int) -> None:
+        self.model(self.pixels[:batch])
 
 
-def _pytorch_train_ips(model, device: str, effort: Effort) -> float:
-    """The same step as edgevit.trainer (AdamW, weight decay, label smoothing) on the same batches."""
-    import torch
+class NumpyEngine(Engine):
+    def __init__(self, spec: Spec, inputs: Inputs, workdir: str):
+        self.w, self.config, _ = float_weights(spec.source)
+        self.device, self.x = f"CPU (numpy {np.__version__})", inputs.x
 
-    s = TrainSettings()
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    def forward(self, batch: int) -> None:
+        numpy_forward(self.w, self.config, self.x[:batch])
 
-    def step(x, y):
-        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device).long()
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=s.label_smoothing)
-        loss.backward()
-        opt.step()
-        return loss.item()  # waits for the step, as EdgeViT's train_step does
-
-    return _train_ips(step, _training_batches(effort))
+    def outputs(self) -> np.ndarray:
+        return numpy_forward(self.w, self.config, self.x)
 
 
-def measure_numpy(path: str, effort: Effort) -> dict:
-    w, config, (mean, std) = float_weights(path)
-    x = normalize(_test_images(256), mean, std)
-    row = {"device": f"CPU (numpy {np.__version__})", "compile_s": None}
-    calls = max(10, effort.batch1_calls // 3)
-    row["batch1_ms_median"], row["batch1_ms_p90"] = latencies(lambda: numpy_forward(w, config, x[:1]), calls, effort.warmup)
-    for batch in (64, 256):
-        row[f"batch{batch}_ips"] = throughput(
-            lambda batch=batch: numpy_forward(w, config, x[:batch]), batch, effort.batch_repeats
-        )
-    return row
-
-
-MEASURES = {"edgevit": measure_edgevit, "c": measure_c, "pytorch": measure_pytorch, "numpy": measure_numpy}
-
-
-def measure_row(runtime: str, scheme: str, path: str, quick: bool, beam: int | None) -> dict:
-    row = dict.fromkeys(KEYS)
-    row.update(runtime=runtime, scheme=scheme, beam={"edgevit": beam or 0, "c": LIBRARY_BEAM}.get(runtime))
-    row.update(MEASURES[runtime](path, Effort(quick), *([beam] if beam else [])))
-    row["peak_rss_mb"] = peak_rss() / 2**20
-    return row
-
-
-# --- checks and whole-program timings -----------------------------------------------------------
-def check_references(path: Path, with_torch: bool) -> float:
-    """Largest |logit| difference between tinygrad, PyTorch and numpy on 64 test images; must be < 1e-4."""
-    w, config, (mean, std) = float_weights(path)
-    x = normalize(_test_images(64), mean, std)
-    model, _ = load_model(path)
-    ours = model(Tensor(x)).numpy()
-    worst = float(np.abs(numpy_forward(w, config, x) - ours).max())
-    if with_torch:
+class TorchEngine(Engine):
+    def __init__(self, spec: Spec, inputs: Inputs, workdir: str):
         import torch
 
-        with torch.inference_mode():
-            worst = max(worst, float(np.abs(torch_vit(w, config)(torch.from_numpy(x)).numpy() - ours).max()))
-    if worst > AGREE_ATOL:
-        raise EdgeViTError(f"the reference models disagree with EdgeViT by {worst:.2e} (> {AGREE_ATOL}): not timing them")
-    return worst
+        self.torch = torch
+        self.w, self.config, _ = float_weights(spec.source)
+        # the device EdgeViT's default backend would use: a GPU where there is one
+        self.on = "cuda" if torch.cuda.is_available() else "cpu"
+        name = torch.cuda.get_device_name() if self.on == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+        self.device = f"{name} (torch {torch.__version__})"
+        self.model = torch_vit(self.w, self.config).to(self.on)
+        self.x = torch.from_numpy(inputs.x).to(self.on)
+        self.batches = spec.batches
+
+    def _sync(self) -> None:
+        if self.on == "cuda":  # a GPU call returns before the work is done
+            self.torch.cuda.synchronize()
+
+    def forward(self, batch: int) -> None:
+        with self.torch.inference_mode():
+            self.model(self.x[:batch])
+        self._sync()
+
+    def outputs(self) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self.model(self.x).cpu().numpy()
+
+    def training(self):
+        """The same step as edgevit.trainer (AdamW, weight decay, label smoothing) on the same batches,
+        on a model of its own (the inference model keeps its weights)."""
+        torch, s = self.torch, TrainSettings(batch_size=TRAIN_BATCH)
+        model = torch_vit(self.w, self.config).to(self.on).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+
+        def step(x: np.ndarray, y: np.ndarray) -> float:
+            x, y = torch.from_numpy(x).to(self.on), torch.from_numpy(y).to(self.on).long()
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=s.label_smoothing)
+            loss.backward()
+            opt.step()
+            return loss.item()  # waits for the step, as EdgeViT's train_step does
+
+        with np.load(self.batches) as saved:
+            return _cycling(step, list(zip(saved["x"], saved["y"])))
 
 
+class OnnxRuntimeEngine(Engine):
+    def __init__(self, spec: Spec, inputs: Inputs, workdir: str):
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(spec.source, providers=ORT_PROVIDERS)
+        self.device, self.x = f"CPU (onnxruntime {onnxruntime.__version__})", inputs.x
+
+    def forward(self, batch: int) -> None:
+        self.session.run(None, {"images": self.x[:batch]})
+
+    def outputs(self) -> np.ndarray:
+        return self.session.run(None, {"images": self.x})[0]
+
+
+class OpenVinoEngine(Engine):
+    def __init__(self, spec: Spec, inputs: Inputs, workdir: str):
+        import openvino
+
+        compiled = openvino.Core().compile_model(spec.source, "CPU", OPENVINO_CONFIG)
+        self.request = compiled.create_infer_request()
+        self.device, self.x = f"CPU (openvino {openvino.__version__.split('-')[0]})", inputs.x
+
+    def forward(self, batch: int) -> None:
+        self.request.infer({0: self.x[:batch]})
+
+    def outputs(self) -> np.ndarray:
+        return self.request.infer({0: self.x})[0]
+
+
+ENGINES = {
+    "edgevit": EdgeViTEngine,
+    "c": CEngine,
+    "numpy": NumpyEngine,
+    "pytorch": TorchEngine,
+    "onnxruntime": OnnxRuntimeEngine,
+    "openvino": OpenVinoEngine,
+}
+
+
+def start_engine(spec: Spec, inputs: Inputs, workdir: str) -> Engine:
+    """Build a row's runtime (in its worker), timing the build and first batch-1 call, and warm it up."""
+    start = time.perf_counter()
+    engine = ENGINES[spec.runtime](spec, inputs, workdir)
+    engine.forward(1)
+    engine.compile_s = time.perf_counter() - start
+    for _ in range(WARMUP_CALLS):
+        engine.forward(1)
+    for batch in BATCHES:
+        engine.forward(batch)  # compiles the graph of this size, for the runtimes that have one
+    if spec.trains:
+        engine.train = engine.training()
+        for _ in range(WARMUP_STEPS):
+            engine.train()
+    settle()  # before the next row starts
+    return engine
+
+
+# --- the run: files, workers, checks, rounds ---------------------------------------------------------
+def print_load(when: str) -> None:
+    """The machine's load average, on stderr: other processes on a busy machine slow the rows that use
+    every core, PyTorch's most of all (its threads spin at each barrier waiting for a descheduled one)."""
+    print(f"load average {when}: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", file=sys.stderr, flush=True)
+
+
+def missing_peers(without: list[str]) -> dict[str, str]:
+    """Peer -> why it is not measured here."""
+    missing = {peer: "left out by --without" for peer in without}
+    for peer, modules in PEERS.items():
+        absent = [m for m in modules if importlib.util.find_spec(m) is None]
+        if peer not in missing and absent:
+            missing[peer] = f"not installed: {', '.join(absent)}"
+    return missing
+
+
+def prepare_files(weights: Path, schemes: tuple[str, ...], peers: list[str], quick: bool, tmp: Path) -> dict:
+    """(runtime, scheme) -> the file that row runs: quantized weights for EdgeViT, ONNX for the ONNX peers."""
+    files = {(runtime, "fp32"): weights for runtime in ("edgevit", "c", "numpy", "pytorch")}
+    for scheme in schemes[1:]:
+        files["edgevit", scheme] = files["c", scheme] = tmp / f"{scheme}.safetensors"
+        quantize_file(weights, files["edgevit", scheme], scheme)
+    if {"onnxruntime", "openvino"} & set(peers):
+        onnx = tmp / "edgevit.onnx"
+        w, config, _ = float_weights(weights)
+        export_onnx(w, config, onnx)
+        files["onnxruntime", "fp32"] = files["openvino", "fp32"] = onnx
+        if "onnxruntime" in peers and not quick:
+            files["onnxruntime", "int8"] = tmp / "edgevit-int8.onnx"
+            quantize_onnx_int8(onnx, files["onnxruntime", "int8"])
+    return files
+
+
+def quantize_onnx_int8(source: Path, out: Path) -> None:
+    """ONNX Runtime's dynamic quantization: int8 weights, one scale per output channel."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # it advises "pre-processing" on the root logger: noise on stderr here
+    try:
+        quantize_dynamic(source, out, per_channel=True, weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def write_training_batches(weights: Path, out: Path) -> str:
+    """The recipe's first TRAIN_BATCHES batches of epoch 0, from a Trainer's own batch(): EdgeViT's
+    training row draws the same from its Trainer, PyTorch's reads them from `out` (building a Trainer
+    would add about 600 MiB to its peak memory)."""
+    from edgevit.trainer import Trainer
+
+    _, config, _, _ = open_model_file(weights)
+    trainer = Trainer(config, TrainSettings(batch_size=TRAIN_BATCH), load_dataset())
+    xs, ys = zip(*(trainer.batch(0, i) for i in range(TRAIN_BATCHES)))
+    np.savez(out, x=np.stack(xs), y=np.stack(ys))
+    return str(out)
+
+
+def plan(files: dict, schemes: tuple[str, ...], peers: list[str], quick: bool, batches: str | None) -> list[Spec]:
+    """The rows, references first. PyTorch (given `batches`) and fp32 EdgeViT without a search train (a
+    searched training step takes 11 minutes to compile); --quick trains nothing."""
+    specs = [Spec("numpy", "fp32", str(files["numpy", "fp32"]))]
+    for runtime, scheme in PEER_ROWS:
+        if runtime in peers and (runtime, scheme) in files:
+            trains = runtime == "pytorch" and batches is not None
+            specs.append(Spec(runtime, scheme, str(files[runtime, scheme]), trains=trains, batches=batches if trains else None))
+    specs += [Spec("edgevit", s, str(files["edgevit", s]), trains=s == "fp32" and not quick) for s in schemes]
+    specs += [] if quick else [Spec("edgevit", "fp32", str(files["edgevit", "fp32"]), beam=SEARCHED)]
+    specs += [Spec("c", s, str(files["c", s])) for s in schemes if s in C_EXPORTABLE]
+    return specs
+
+
+def edgevit_logits(weights: Path, x: np.ndarray) -> np.ndarray:
+    """EdgeViT's own fp32 logits, the yardstick of every check."""
+    from tinygrad import Tensor
+
+    from edgevit.weights import load_model
+
+    model, _ = load_model(weights)
+    return model(Tensor(x)).numpy()
+
+
+def check(spec: Spec, got: np.ndarray, expected: np.ndarray) -> dict:
+    """A reference row's outputs against EdgeViT's, before anything is timed: logits within FLOAT_ATOL,
+    or for ONNX Runtime's int8, predictions agreeing on INT8_AGREEMENT of the images."""
+    diff = float(np.abs(got - expected).max())
+    agreement = float((got.argmax(-1) == expected.argmax(-1)).mean())
+    if spec.scheme == "int8":
+        ok, result = agreement >= INT8_AGREEMENT, f"predictions agree on {agreement:.1%} (bound >= {INT8_AGREEMENT:.0%})"
+    else:
+        ok, result = diff <= FLOAT_ATOL, f"max |logit difference| {diff:.1e} (bound {FLOAT_ATOL:.0e})"
+    if not ok:
+        raise EdgeViTError(f"{spec.name} disagrees with EdgeViT: {result}: not timing it")
+    print(f"{spec.name} checked against EdgeViT fp32 on {len(got)} test images: {result}", file=sys.stderr)
+    return {"max_logit_diff": diff, "prediction_agreement": agreement}
+
+
+def start_workers(specs: list[Spec], inputs: Inputs, workdir: Path, expected: np.ndarray, stack) -> dict:
+    """Spec -> (worker, its row so far), started one after another so each compile time is its own."""
+    started = {}
+    for spec in specs:
+        print(f"starting {spec.name}", file=sys.stderr, flush=True)
+        worker = stack.enter_context(Worker(start_engine, spec, inputs, str(workdir)))
+        row = dict.fromkeys(KEYS) | worker.call("describe")
+        row.update(
+            runtime=spec.runtime, scheme=spec.scheme, beam={"edgevit": spec.beam or 0, "c": LIBRARY_BEAM}.get(spec.runtime)
+        )
+        if spec.runtime in REFERENCES:
+            row |= check(spec, worker.call("outputs"), expected)
+        started[spec] = worker, row
+    return started
+
+
+def run_rounds(workers: dict[Spec, Worker], effort: Effort) -> dict[Spec, list[dict]]:
+    """Every row's timing blocks, one per round, rows taking turns within each round."""
+    blocks = {spec: [] for spec in workers}
+    specs = list(workers)
+    for r in range(effort.rounds):
+        print(f"round {r + 1}/{effort.rounds}", file=sys.stderr, flush=True)
+        # each round starts one row further on, so no row always runs right after the same neighbour
+        for spec in specs[r % len(specs) :] + specs[: r % len(specs)]:
+            blocks[spec].append(workers[spec].call("block", effort))
+    return blocks
+
+
+def summarise(blocks: list[dict]) -> dict:
+    """A row's figures from its blocks: batch-1 median and p90 over every call of every round; images/s
+    the median of the per-round figures (the per-round figures are kept too)."""
+    times_ms = np.concatenate([b["batch1_s"] for b in blocks]) * 1e3
+    row = {"rounds": len(blocks), "batch1_calls": len(times_ms)}
+    row["batch1_ms_median"], row["batch1_ms_p90"] = float(np.median(times_ms)), float(np.percentile(times_ms, 90))
+    row["batch1_ms_rounds"] = [float(np.median(b["batch1_s"]) * 1e3) for b in blocks]
+    for key in ("batch64_ips", "batch256_ips", "train_ips"):
+        per_round = [b[key] for b in blocks if key in b]
+        row[f"{key}_rounds"] = per_round or None
+        row[key] = float(np.median(per_round)) if per_round else None
+    return row
+
+
+def measure(specs: list[Spec], inputs: Inputs, workdir: Path, expected: np.ndarray, effort: Effort) -> list[dict]:
+    """Every row's figures, from workers that live for the whole run."""
+    with contextlib.ExitStack() as stack:
+        started = start_workers(specs, inputs, workdir, expected, stack)
+        blocks = run_rounds({spec: worker for spec, (worker, _) in started.items()}, effort)
+        rows = []
+        for spec, (worker, row) in started.items():
+            rows.append(row | summarise(blocks[spec]) | {"peak_rss_mb": worker.call("peak_rss_mb")})
+    return rows
+
+
+# --- whole-program timings ----------------------------------------------------------------------------
 def classify_walls(path: Path, runtime: str, beam: int | None) -> tuple[float, float]:
     """Wall time of `edgevit-classify SAMPLE` with an empty cache, then again with it warm."""
     cmd = [str(Path(sys.executable).parent / "edgevit-classify"), str(SAMPLE), "--weights", str(path)]
@@ -238,7 +488,7 @@ def classify_with_pytorch(weights: str, image: str) -> int:
     return 0
 
 
-# --- report ---------------------------------------------------------------------------------------
+# --- report ---------------------------------------------------------------------------------------------
 def label(row: dict) -> str:
     return f"{row['runtime']} (BEAM={row['beam']})" if row["runtime"] == "edgevit" and row["beam"] else row["runtime"]
 
@@ -247,22 +497,24 @@ def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _ratio(value, reference) -> str:
-    return "–" if value is None or not reference else f"{value / reference:.2f}x"
+def _ratio(value, reference: dict | None, key: str) -> str:
+    ref = reference and reference[key]
+    return "–" if value is None or not ref else f"{value / ref:.2f}x"
+
+
+def best_peer(rows: list[dict], key: str) -> dict | None:
+    """The peer row with the lowest batch-1 latency or the most images/s."""
+    peers = [r for r in rows if r["runtime"] in PEERS and r[key] is not None]
+    pick = min if _lower_is_better(key) else max
+    return pick(peers, key=lambda r: r[key], default=None)
 
 
 def markdown(rows: list[dict]) -> str:
-    torch_row = next((r for r in rows if r["runtime"] == "pytorch"), {})
-    ref = {k: torch_row.get(k) for k in ("batch1_ms_median", "batch256_ips", "train_ips")}
+    pytorch = next((r for r in rows if r["runtime"] == "pytorch"), None)
+    best = {key: best_peer(rows, key) for key in COLUMNS}
     header = ["runtime", "scheme", "train img/s", "batch-1 ms (median / p90)", "batch-64 img/s", "batch-256 img/s"]
-    header += [
-        "compile s",
-        "classify cold / warm s",
-        "peak RSS MiB",
-        "batch-1 vs PyTorch",
-        "batch-256 vs PyTorch",
-        "train vs PyTorch",
-    ]
+    header += ["compile s", "classify cold / warm s", "peak RSS MiB"]
+    header += [f"{what} vs PyTorch / best peer" for what in COLUMNS.values()] + ["train vs PyTorch"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [
@@ -275,79 +527,103 @@ def markdown(rows: list[dict]) -> str:
             _fmt(r["compile_s"], ".2f"),
             f"{_fmt(r['classify_cold_s'], '.2f')} / {_fmt(r['classify_warm_s'], '.2f')}",
             _fmt(r["peak_rss_mb"], ".0f"),
-            _ratio(r["batch1_ms_median"], ref["batch1_ms_median"]),
-            _ratio(r["batch256_ips"], ref["batch256_ips"]),
-            _ratio(r["train_ips"], ref["train_ips"]),
         ]
+        cells += [f"{_ratio(r[k], pytorch, k)} / {_ratio(r[k], best[k], k)}" for k in best]
+        cells.append(_ratio(r["train_ips"], pytorch, "train_ips"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _lower_is_better(key: str) -> bool:
+    return key.startswith("batch1_ms")  # latencies; every other figure is images/s
+
+
+def _figure(row: dict, key: str) -> str:
+    value = f"{row[key]:.3f} ms" if _lower_is_better(key) else f"{row[key]:,.0f} img/s"
+    return f"{label(row)} {row['scheme']} {value}"
+
+
+def _judge(title: str, runtime: str, key: str, reference: str, bound: float, rows: list[dict]) -> list[str]:
+    ref = best_peer(rows, key) if reference == "best peer" else next((r for r in rows if r["runtime"] == reference), None)
+    sign = "<=" if _lower_is_better(key) else ">="
+    title = f"{title} {sign} {bound:.2f}x {'the best peer' if reference == 'best peer' else 'PyTorch'}"
+    judged = [r for r in rows if r["runtime"] == runtime and r[key] is not None]
+    if ref is None or not judged:
+        return [f"{title}: not judged (no {reference if ref is None else runtime} figure in this run)"]
+    lines = []
+    for r in judged:
+        ratio = r[key] / ref[key]
+        met = ratio <= bound if _lower_is_better(key) else ratio >= bound
+        lines.append(f"{title}: {_figure(r, key)} vs {_figure(ref, key)} = {ratio:.2f}x: {'met' if met else 'MISSED'}")
+    return lines
+
+
+def _eight_bit(rows: list[dict], key: str) -> str:
+    """C with 8-bit weights (int8 or w8a8, whichever is faster here) against C fp32, as a speed-up."""
+    title = f"C runtime 8-bit weights >= {EIGHT_BIT_SPEEDUP:.2f}x C fp32's speed at {COLUMNS[key]}"
+    c = {r["scheme"]: r for r in rows if r["runtime"] == "c" and r[key] is not None}
+    eight = [c[s] for s in C_8BIT if s in c]
+    if "fp32" not in c or not eight:
+        return f"{title}: not judged (no C fp32 and 8-bit figures in this run)"
+    latency = _lower_is_better(key)
+    fast = (min if latency else max)(eight, key=lambda r: r[key])
+    speedup = c["fp32"][key] / fast[key] if latency else fast[key] / c["fp32"][key]
+    verdict = "met" if speedup >= EIGHT_BIT_SPEEDUP else "MISSED"
+    return f"{title}: {_figure(fast, key)} vs {_figure(c['fp32'], key)} = {speedup:.2f}x speed-up: {verdict}"
+
+
 def targets(rows: list[dict]) -> list[str]:
-    """The performance targets of issues 5 and 6, each met or missed, from this run's ratios."""
-    torch_row = next((r for r in rows if r["runtime"] == "pytorch"), None)
-    if torch_row is None:
-        return ["targets: not judged (PyTorch is not installed: pip install -e '.[bench]')"]
-    out = []
-
-    def judge(name: str, runtime: str, key: str, bound: float, lower_is_better: bool) -> None:
-        for r in rows:
-            if r["runtime"] != runtime or r[key] is None or torch_row[key] is None:
-                continue
-            ratio = r[key] / torch_row[key]
-            met = ratio <= bound if lower_is_better else ratio >= bound
-            sign, verdict = ("<=" if lower_is_better else ">="), ("met" if met else "MISSED")
-            out.append(f"{name} ({label(r)} {r['scheme']}): {ratio:.2f}x PyTorch, target {sign} {bound:.2f}x: {verdict}")
-
-    judge("batch-1 latency", "edgevit", "batch1_ms_median", 1.0, True)
-    judge("batch-1 latency", "c", "batch1_ms_median", 1 / 3, True)
-    judge("batch-256 images/s", "edgevit", "batch256_ips", 1.0, False)
-    judge("batch-256 images/s", "c", "batch256_ips", 1.0, False)
-    judge("training images/s", "edgevit", "train_ips", 0.5, False)
-    for r in rows:
-        if r["classify_warm_s"] is not None and r["runtime"] in ("edgevit", "c"):
-            ok = "met" if r["classify_warm_s"] < 1.0 else "MISSED"
-            out.append(
-                f"cached start ({label(r)} {r['scheme']}): warm classify {r['classify_warm_s']:.2f} s, target < 1 s: {ok}"
-            )
-    return out
+    """The performance issue's targets, each met or MISSED from this run's ratios."""
+    c_latency, c_throughput, tinygrad_throughput, training = (_judge(*t, rows) for t in TARGETS)
+    eight_bit = [_eight_bit(rows, key) for key in EIGHT_BIT_COLUMNS]
+    return [*c_latency, *eight_bit, *c_throughput, *tinygrad_throughput, *training]
 
 
+def best_peers_line(rows: list[dict]) -> str:
+    best = {key: best_peer(rows, key) for key in COLUMNS}
+    parts = [f"{what} {_figure(best[key], key) if best[key] else '–'}" for key, what in COLUMNS.items()]
+    return "Best peer per column: " + "; ".join(parts)
+
+
+# --- command line -------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench.py", description="EdgeViT vs PyTorch and numpy, same model and weights.")
+    p = argparse.ArgumentParser(prog="bench.py", description="EdgeViT against its peers, same model and weights.")
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="an fp32 weights file (default: the shipped one)")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the rows as JSON")
     p.add_argument("--quick", action="store_true", help="smoke run: fp32 only, few calls, no training or cold starts")
+    p.add_argument(
+        "--without", action="append", default=[], choices=PEERS, metavar="PEER", help="leave a peer out, as if not installed"
+    )
     p.add_argument("--classify-with-pytorch", nargs=2, metavar=("WEIGHTS", "IMAGE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.classify_with_pytorch:
         return classify_with_pytorch(*args.classify_with_pytorch)
 
-    open_model_file(args.weights, float_only=True)
-    with_torch = importlib.util.find_spec("torch") is not None
-    if not with_torch:
-        print("PyTorch is not installed (pip install -e '.[bench]'): no PyTorch rows or ratios", file=sys.stderr)
-    worst = check_references(args.weights, with_torch)
-    print(f"references agree with EdgeViT: max |logit difference| {worst:.1e}", file=sys.stderr)
-    references = ("pytorch", "numpy") if with_torch else ("numpy",)
-
+    _, _, _, (mean, std) = open_model_file(args.weights, float_only=True)
+    missing = missing_peers(args.without)
+    if missing:
+        reasons = ", ".join(f"{peer} ({why})" for peer, why in missing.items())
+        print(f"peers missing, measuring the rest: {reasons}; pip install -e '.[bench]' adds them", file=sys.stderr)
+    peers = [peer for peer in PEERS if peer not in missing]
+    effort = QUICK if args.quick else FULL
     schemes = ("fp32",) if args.quick else ("fp32", *QUANTIZED)
-    rows = []
+    pixels = load_dataset().test.images[:IMAGES].astype(np.float32)
+    inputs = Inputs(pixels, normalize(pixels, mean, std))
+    print_load("at start")
     with tempfile.TemporaryDirectory() as tmp:
-        files = {"fp32": args.weights}
-        for scheme in schemes[1:]:
-            files[scheme] = Path(tmp) / f"{scheme}.safetensors"
-            quantize_file(args.weights, files[scheme], scheme)
-        plan = [(r, "fp32", None) for r in references] + [("edgevit", s, None) for s in schemes]
-        plan += [] if args.quick else [("edgevit", "fp32", SEARCHED)]
-        plan += [("c", s, None) for s in schemes if s in C_EXPORTABLE]
-        for runtime, scheme, beam in plan:
-            print(f"measuring {runtime} {scheme}{f' BEAM={beam}' if beam else ''}", file=sys.stderr, flush=True)
-            row = in_fresh_process(measure_row, runtime, scheme, str(files[scheme]), args.quick, beam)
-            if not args.quick and runtime != "numpy":
-                row["classify_cold_s"], row["classify_warm_s"] = classify_walls(files[scheme], runtime, beam)
-            rows.append(row)
+        files = prepare_files(args.weights, schemes, peers, args.quick, Path(tmp))
+        trains = not args.quick and "pytorch" in peers
+        batches = write_training_batches(args.weights, Path(tmp) / "batches.npz") if trains else None
+        specs = plan(files, schemes, peers, args.quick, batches)
+        rows = measure(specs, inputs, Path(tmp), edgevit_logits(args.weights, inputs.x), effort)
+        if not args.quick:
+            for spec, row in zip(specs, rows):
+                if spec.runtime in ("edgevit", "c", "pytorch"):  # the ones with a command line
+                    row["classify_cold_s"], row["classify_warm_s"] = classify_walls(Path(spec.source), spec.runtime, spec.beam)
+    print_load("at the end")
     print(markdown(rows))
+    print()
+    print(best_peers_line(rows))
     print()
     for line in targets(rows):
         print(f"- {line}")
