@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DIGITS = 10
+NOT_A_DIGIT = DIGITS  # what `answers` and the C entry points give for an image that is no digit
 REJECT_CLASS = "class"  # reasons, as JSON and text show them
 LOW_CONFIDENCE = "low confidence"
 
@@ -34,11 +35,13 @@ class Reject:
         if not isinstance(value, dict):
             raise ValueError("reject is not an object")
         index, threshold = value.get("class"), value.get("threshold", 0.0)
-        if index is not None and (not isinstance(index, int) or isinstance(index, bool) or not DIGITS <= index < num_classes):
-            raise ValueError(f"reject class {index!r} is not one of the model's non-digit classes")
+        whole = isinstance(index, int) and not isinstance(index, bool)
+        if index is not None and (not whole or not DIGITS <= index == num_classes - 1):
+            raise ValueError(f"reject class {index!r} is not the model's last class, after the digits")
         if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0.0 <= threshold < 1.0:
             raise ValueError(f"reject threshold {threshold!r} is not in [0, 1)")
-        return cls(index, float(threshold))
+        # rounded to float32, the type the probabilities have in every runtime: C and numpy then agree
+        return cls(index, float(np.float32(threshold)))
 
     @property
     def active(self) -> bool:
@@ -72,6 +75,11 @@ def rejected(probs: np.ndarray, reject: Reject) -> np.ndarray:
     if reject.cls is not None:
         out |= probs.argmax(1) == reject.cls
     return out
+
+
+def answers(probs: np.ndarray, reject: Reject) -> np.ndarray:
+    """(N, classes) -> (N,) the digit of each image, or NOT_A_DIGIT: what the C entry points return."""
+    return np.where(rejected(probs, reject), NOT_A_DIGIT, probs[:, :DIGITS].argmax(1))
 
 
 def fit_threshold(digit_probs: np.ndarray, reject: Reject, max_false_rejection: float) -> float:

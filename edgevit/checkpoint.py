@@ -9,16 +9,20 @@ losses and weights, bit for bit, as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 from tinygrad.nn.state import load_state_dict
 
-from edgevit import internals, weights
+from edgevit import checks, internals, weights
 from edgevit.data import Dataset
 from edgevit.errors import EdgeViTError
+from edgevit.files import signals_deferred
 from edgevit.trainer import Bank, Trainer, TrainSettings
 
 SUFFIX = ".ckpt.safetensors"
+BANK_NAMES = ("negatives", "positives")
+COUNTER_MAX = 2**32 - 1  # a random-number counter word is a uint32
 
 
 def default_path(out: Path) -> Path:
@@ -40,7 +44,14 @@ def save_weights(trainer: Trainer, path: str | Path, **metrics) -> None:
 
 
 def save(trainer: Trainer, path: str | Path) -> None:
-    """Everything `resume` needs to continue this exact run."""
+    """Everything `resume` needs to continue this exact run. Ctrl-C and SIGTERM wait until the file is
+    in place: the tensors are read back from the device first, and losing the checkpoint to a second
+    Ctrl-C would lose the epoch."""
+    with signals_deferred():
+        _save(trainer, path)
+
+
+def _save(trainer: Trainer, path: str | Path) -> None:
     state = {
         "step": trainer.step,
         "epoch_sums": trainer.epoch_sums,
@@ -51,23 +62,60 @@ def save(trainer: Trainer, path: str | Path) -> None:
     weights.save(path, trainer.params | trainer.optimizer_state(), trainer.metadata(train_state=state))
 
 
-def resume(path: str | Path, data: Dataset, banks: dict[str, Bank] | None = None) -> Trainer:
-    """The run saved in checkpoint `path`, ready to continue on `data` (and its extra image banks)."""
+def read_state(path: str | Path) -> tuple[weights.WeightsHeader, dict]:
+    """A checkpoint's header and its `train_state`, every field `resume` uses checked first: a file
+    edited by hand is one error naming the field, not a traceback deep inside the resume."""
     header = weights.read_header(path)
     if "train_state" not in header.metadata:
         raise EdgeViTError(f"{header.path}: not a training checkpoint (no optimizer state); cannot resume from it")
+    field = functools.partial(weights.metadata_value, header)
+    state = field("train_state", kind=dict)
+    if field("train_state", "step", kind=int) < 0:
+        raise EdgeViTError(f"{header.path}: metadata train_state.step is negative")
+    field("train_state", "epoch_sums", "loss", kind=float)
+    for count in ("correct", "seen"):
+        field("train_state", "epoch_sums", count, kind=int)
+    field("train_state", "data", kind=str)
+    banks = field("train_state", "banks", kind=dict)
+    if set(banks) - set(BANK_NAMES) or not all(isinstance(v, str) for v in banks.values()):
+        raise EdgeViTError(f"{header.path}: metadata train_state.banks is not {{name: path}} of {', '.join(BANK_NAMES)}")
+    for device in field("train_state", "rng_counters", kind=dict):
+        counter = field("train_state", "rng_counters", device, kind=list)
+        if len(counter) != 2 or not all(checks.is_int(c) and 0 <= c <= COUNTER_MAX for c in counter):
+            raise EdgeViTError(f"{header.path}: metadata train_state.rng_counters.{device} is not two 32-bit counters")
+    field("training", kind=dict)
+    field("metrics", "train_seconds", kind=float)
+    for epoch in range(len(field("metrics", "history", kind=list))):
+        field("metrics", "history", epoch, kind=dict)
+        field("metrics", "history", epoch, "test_accuracy", kind=float)
+    return header, state
+
+
+def resume(path: str | Path, data: Dataset, banks: dict[str, Bank] | None = None) -> Trainer:
+    """The run saved in checkpoint `path`, ready to continue on `data` (and its extra image banks)."""
+    header, state = read_state(path)
     fields = {f.name for f in dataclasses.fields(TrainSettings)}
     # runs from before validation splits trained on every image: they continue that way
     saved = {"validation": 0} | {k: v for k, v in header.metadata["training"].items() if k in fields}
-    trainer = Trainer(weights.config_of(header), TrainSettings(**saved), data, **(banks or {}))
+    try:
+        settings = TrainSettings(**saved)
+    except EdgeViTError as e:
+        raise EdgeViTError(f"{header.path}: its saved training settings are not usable: {e}") from None
+    trainer = Trainer(weights.config_of(header), settings, data, **(banks or {}))
+    history = header.metadata["metrics"]["history"]
+    done = state["step"] - len(history) * trainer.steps_per_epoch  # steps into the epoch in progress
+    if len(history) > settings.epochs or not 0 <= done <= trainer.steps_per_epoch:
+        raise EdgeViTError(
+            f"{header.path}: step {state['step']} after {len(history)} epochs does not fit "
+            f"{settings.epochs} epochs of {trainer.steps_per_epoch} steps"
+        )
     optimizer = trainer.optimizer_state()
     weights.check_tensors(header, {k: (v.shape, "F32") for k, v in (trainer.params | optimizer).items()}, optimizer=True)
     tensors = weights.load_tensors(header)
     load_state_dict(trainer.model, {k: tensors[k] for k in trainer.params}, verbose=False)
     for name, t in optimizer.items():
         t.assign(tensors[name].to(t.device)).realize()
-    state, metrics = header.metadata["train_state"], header.metadata["metrics"]
     internals.restore_rng_state(state["rng_counters"])  # dropout's random stream continues where it stopped
     trainer.step, trainer.epoch_sums = state["step"], state["epoch_sums"]
-    trainer.history, trainer.train_seconds = metrics["history"], metrics["train_seconds"]
+    trainer.history, trainer.train_seconds = history, header.metadata["metrics"]["train_seconds"]
     return trainer

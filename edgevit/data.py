@@ -2,12 +2,17 @@
 
 Any directory holding the four IDX files (gzipped or not) works: MNIST, Fashion-MNIST, EMNIST digits.
 When the directory has a SHA256SUMS manifest (the bundled copy does), every file it lists is verified.
+
+Files are data from anywhere: an IDX header's dimensions are checked (at most MAX_IDX_NDIM of them,
+at most MAX_IDX_BYTES of data) before the data is read or decompressed, so a small gzip file cannot
+expand into gigabytes; a manifest may only name files in its own directory.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import re
 import struct
@@ -18,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevit.errors import EdgeViTError
-from edgevit.resources import bundled_mnist
+from edgevit.resources import bundled_mnist, shipped
 
 DATA_ENV = "EDGEVIT_DATA"
 MANIFEST = "SHA256SUMS"
@@ -27,12 +32,22 @@ GZIP_MAGIC = b"\x1f\x8b"
 # IDX type codes (third magic byte) and the big-endian numpy dtype each stores.
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 IMAGES_NDIM, LABELS_NDIM = 3, 1
+IDX_PREFIX = 4  # two zero bytes, the type code, the number of dimensions; then 4 bytes per dimension
+MAX_IDX_NDIM = 8
+MAX_IDX_BYTES = 2**30  # EMNIST's largest split (ByClass, training) holds 547 MB
+MAX_MANIFEST_BYTES = 2**16
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+HASH_CHUNK = 1 << 20
+READ_CHUNK = 1 << 20  # IDX data is read in pieces: a read of n bytes allocates n up front, even from a short file
 
 # Augmentation: a small random affine, the range handwriting varies within.
 MAX_ROTATE_DEG = 10.0
 MAX_SHIFT_PX = 2.0
 SCALE_RANGE = (0.9, 1.1)
 MAX_SHEAR_DEG = 5.0
+
+TEST_NEGATIVES = "test-negatives"  # the held-out bank of non-digits, never trained or tuned on
+NEGATIVE_KINDS = ("font", "handwritten", "scribble", "noise", "texture", "shape")  # tools/negatives.py KINDS
 
 
 @dataclass(frozen=True)
@@ -61,52 +76,114 @@ def pixel_stats(images: np.ndarray) -> tuple[float, float]:
     return float(x.mean()), float(x.std())
 
 
+def idx_layout(head: bytes, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and dimensions an IDX header declares; `head` holds the header (and maybe more).
+    The dimensions are checked before anything is allocated for them."""
+    if len(head) < IDX_PREFIX:
+        raise EdgeViTError(f"{name}: truncated IDX file ({len(head)} bytes, the header alone needs {IDX_PREFIX})")
+    if head[0:2] != b"\x00\x00" or head[2] not in IDX_DTYPES:
+        raise EdgeViTError(f"{name}: not an IDX file (magic {head[:4].hex()}, expected 0000 then a type code)")
+    dtype, ndim = np.dtype(IDX_DTYPES[head[2]]), head[3]
+    if not 1 <= ndim <= MAX_IDX_NDIM:
+        raise EdgeViTError(f"{name}: IDX file with {ndim} dimensions (1 to {MAX_IDX_NDIM} are accepted)")
+    size = IDX_PREFIX + 4 * ndim
+    if len(head) < size:
+        raise EdgeViTError(f"{name}: truncated IDX header ({ndim} dimensions need {size} bytes, file has {len(head)})")
+    dims = struct.unpack(f">{ndim}I", head[IDX_PREFIX:size])
+    if math.prod(dims) * dtype.itemsize > MAX_IDX_BYTES:  # Python ints: no overflow, however large
+        raise EdgeViTError(f"{name}: IDX dims {dims} declare over {MAX_IDX_BYTES // 2**20} MiB of data, the most accepted")
+    return dtype, dims
+
+
+def _idx_array(data: bytes | bytearray, dtype: np.dtype, dims: tuple[int, ...], name: str, header: int) -> np.ndarray:
+    """The array from the data after an IDX header, which must hold exactly what `dims` declare."""
+    expected = math.prod(dims) * dtype.itemsize
+    if len(data) < expected:
+        total = header + expected
+        raise EdgeViTError(f"{name}: truncated IDX data (dims {dims} need {total} bytes, file has {header + len(data)})")
+    if len(data) > expected:
+        raise EdgeViTError(f"{name}: oversized IDX file (bytes after the data that dims {dims} declare)")
+    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
 def parse_idx(raw: bytes, name: str) -> np.ndarray:
     """Decode one uncompressed IDX file; any deviation from the format is an error naming `name`."""
-    if len(raw) < 4:
-        raise EdgeViTError(f"{name}: truncated IDX file ({len(raw)} bytes, the header alone needs 4)")
-    if raw[0:2] != b"\x00\x00" or raw[2] not in IDX_DTYPES:
-        raise EdgeViTError(f"{name}: not an IDX file (magic {raw[:4].hex()}, expected 0000 then a type code)")
-    dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise EdgeViTError(f"{name}: truncated IDX header ({ndim} dimensions need {header} bytes, file has {len(raw)})")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(raw) < expected:
-        raise EdgeViTError(f"{name}: truncated IDX data (dims {dims} need {expected} bytes, file has {len(raw)})")
-    if len(raw) > expected:
-        raise EdgeViTError(f"{name}: oversized IDX file ({len(raw) - expected} bytes after the data that dims {dims} declare)")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    dtype, dims = idx_layout(raw, name)
+    header = IDX_PREFIX + 4 * len(dims)
+    return _idx_array(raw[header:], dtype, dims, name, header)
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file, gunzipping it when it starts with the gzip magic (whatever its name)."""
+    """Read an IDX file, gunzipping it when it starts with the gzip magic (whatever its name). Only
+    the header is read (and decompressed) before its dimensions are checked; then at most one byte
+    more than they declare."""
+    name = str(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == GZIP_MAGIC:
-            raw = gzip.decompress(raw)
+        with open(path, "rb") as f:
+            stream = gzip.GzipFile(fileobj=f) if f.read(len(GZIP_MAGIC)) == GZIP_MAGIC else f
+            f.seek(0)
+            head = stream.read(IDX_PREFIX)
+            if len(head) == IDX_PREFIX:
+                head += stream.read(4 * head[3])
+            dtype, dims = idx_layout(head, name)
+            data = read_at_most(stream, math.prod(dims) * dtype.itemsize + 1)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise EdgeViTError(f"{path}: corrupt gzip stream ({e})") from None
     except OSError as e:
         raise EdgeViTError(f"{path}: cannot read ({e.strerror})") from None
-    return parse_idx(raw, str(path))
+    return _idx_array(data, dtype, dims, name, len(head))
+
+
+def read_at_most(stream, limit: int) -> bytearray:
+    """Up to `limit` bytes of `stream`, in pieces: memory grows with what the stream really holds,
+    not with what its header claims."""
+    data = bytearray()
+    while len(data) < limit and (piece := stream.read(min(READ_CHUNK, limit - len(data)))):
+        data += piece
+    return data
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def verify_manifest(directory: Path) -> None:
-    """Check every file SHA256SUMS lists; a mismatch means the data is not what was shipped."""
+    """Check every file SHA256SUMS lists; a mismatch means the data is not what was shipped. The
+    manifest is `sha256sum` output: a hex digest, two spaces (or space and `*`), a file name in this
+    directory (a path elsewhere is refused: the manifest must not make EdgeViT read other files)."""
     manifest = directory / MANIFEST
     if not manifest.is_file():
         return
-    for line in manifest.read_text().splitlines():
+    try:
+        with open(manifest, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise EdgeViTError(f"{manifest}: over {MAX_MANIFEST_BYTES} bytes: not a list of four checksums")
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise EdgeViTError(f"{manifest}: not a text file of sha256 sums") from None
+    except OSError as e:
+        raise EdgeViTError(f"{manifest}: cannot read ({e.strerror})") from None
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        digest, _, fname = line.partition("  ")
-        path = directory / fname.strip()
+        digest, fname = line[:64], line[66:]
+        if not SHA256_HEX.fullmatch(digest) or line[64:66] not in ("  ", " *") or not fname:
+            raise EdgeViTError(f"{manifest}: line {number} is not '<sha256>  <file name>'")
+        if "/" in fname or "\\" in fname or fname in (".", ".."):
+            raise EdgeViTError(f"{manifest}: line {number} names {fname!r}, not a file in {directory}")
+        path = directory / fname
         if not path.is_file():
             raise EdgeViTError(f"{path}: listed in {manifest} but missing")
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
-        if actual != digest.strip():
+        try:
+            actual = file_sha256(path)
+        except OSError as e:
+            raise EdgeViTError(f"{path}: cannot read ({e.strerror})") from None
+        if actual != digest:
             raise EdgeViTError(f"{path}: sha256 {actual[:16]}... does not match {manifest} ({digest[:16]}...)")
 
 
@@ -114,7 +191,10 @@ def _find(directory: Path, splits: tuple[str, ...], kind: str, ndim: int) -> Pat
     # Official names (train-images-idx3-ubyte), the dotted variant (train-images.idx3-ubyte) and
     # EMNIST's prefixed ones (emnist-digits-train-images-idx3-ubyte), each optionally .gz.
     pattern = re.compile(rf"^(?:.*-)?(?:{'|'.join(splits)})-{kind}[.-]idx{ndim}-ubyte(?:\.gz)?$")
-    found = sorted(p for p in directory.iterdir() if pattern.match(p.name))
+    try:
+        found = sorted(p for p in directory.iterdir() if pattern.match(p.name))
+    except OSError as e:
+        raise EdgeViTError(f"{directory}: cannot list ({e.strerror})") from None
     if len(found) != 1:
         what = "no" if not found else f"{len(found)} candidate"
         raise EdgeViTError(
@@ -132,6 +212,8 @@ def _load_split(directory: Path, splits: tuple[str, ...]) -> Split:
         raise EdgeViTError(f"{images_path}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
     if labels.ndim != LABELS_NDIM or labels.dtype != np.uint8:
         raise EdgeViTError(f"{labels_path}: expected uint8 labels (N,), got {labels.dtype} {labels.shape}")
+    if 0 in images.shape[1:]:
+        raise EdgeViTError(f"{images_path}: images of {images.shape[1]}x{images.shape[2]} pixels hold nothing")
     if len(images) != len(labels):
         raise EdgeViTError(f"{directory}: {len(images)} images but {len(labels)} labels in the {splits[0]} split")
     if images_path.name.startswith("emnist"):
@@ -231,3 +313,23 @@ def training_batch(
     if do_augment:
         images = augment(images, np.random.default_rng([seed, epoch, index]))
     return normalize(images, mean, std), split.labels[idx].astype(np.int32)
+
+
+@dataclass(frozen=True)
+class Negatives:
+    """Held-out images that are no digit (data/negatives, from tools/banks.py), already preprocessed."""
+
+    images: np.ndarray  # (N, H, W) float32 on [0, 255]
+    kinds: np.ndarray  # (N,) indices into NEGATIVE_KINDS
+    source: Path
+
+
+def load_negatives(directory: str | os.PathLike | None = None) -> Negatives:
+    """The test split of the non-digit bank in `directory` (default: the bundled data/negatives)."""
+    root = Path(directory) if directory else shipped("data", "negatives")
+    verify_manifest(root)
+    images = read_idx(root / f"{TEST_NEGATIVES}-images-idx3-ubyte.gz")
+    kinds = read_idx(root / f"{TEST_NEGATIVES}-kinds-idx1-ubyte.gz")
+    if images.ndim != 3 or kinds.shape != images.shape[:1] or kinds.max(initial=0) >= len(NEGATIVE_KINDS):
+        raise EdgeViTError(f"{root}: {TEST_NEGATIVES} images {images.shape} and kinds {kinds.shape} do not match")
+    return Negatives(images.astype(np.float32), kinds.astype(np.int64), root)

@@ -71,6 +71,7 @@ def _reason(e: Exception) -> str:
 
 def problem(device: str) -> str | None:
     """Why `device` cannot compute here (one line), or None when it computes a tiny sum correctly."""
+    internals.ensure_private_compile_cache()  # this may be the process's first compile
     try:
         # as the default while it is checked: otherwise tinygrad opens every backend to find its own default
         with Context(DEV=device):
@@ -128,7 +129,7 @@ def select_device(name: str) -> str:
         known = ", ".join(sorted(internals.known_backends()))
         raise EdgeViTError(f"unknown device {name!r}; tinygrad knows {known}")
     if (why := problem(wanted)) is not None:
-        hint = " (it needs clang: sudo apt-get install -y clang)" if wanted.startswith("CPU") else ""
+        hint = " (it needs clang: sudo apt-get install -y clang)" if wanted.startswith("CPU") and "clang" in why else ""
         raise EdgeViTError(f"device {wanted} is not usable on this machine: {why}{hint}")
     return make_default(wanted)
 
@@ -175,7 +176,7 @@ def measured(job: str, measure: Callable[[str], float], memo: Memo) -> list[Back
     backends = survey()
     usable = candidates(backends)
     if not usable:
-        raise EdgeViTError(INSTALL_HINT)
+        raise no_backend({b.name: b.problem for b in backends if b.problem})
     key = fingerprint()
     timings = _recall(memo, key, job)
     if timings is None or set(timings) - set(usable) or not set(timings):
@@ -198,8 +199,17 @@ def _measure_all(usable: list[str], job: str, measure: Callable[[str], float]) -
         except Exception as e:  # a backend that opens but cannot run the model is not a candidate
             failed[name] = f"failed the {job} measurement: {_reason(e)}"
     if not timings:
-        raise EdgeViTError(INSTALL_HINT)
+        raise no_backend(failed)
     return timings, failed
+
+
+def no_backend(reasons: dict[str, str]) -> EdgeViTError:
+    """The error when nothing here computes: what to install when the CPU backend lacks its compiler
+    (or is absent), else what did go wrong with it (a broken cache or disk is not a missing compiler)."""
+    cpu = reasons.get("CPU")
+    if cpu is None or "clang" in cpu:
+        return EdgeViTError(INSTALL_HINT)
+    return EdgeViTError(f"no usable tinygrad backend: the CPU backend fails here ({cpu})")
 
 
 def choose_device(name: str | None, job: str, measure: Callable[[str], float], memo: Memo) -> str:
@@ -208,6 +218,7 @@ def choose_device(name: str | None, job: str, measure: Callable[[str], float], m
     The remembered choice is used while the fingerprint is the same and the backend still opens (the
     cost of a start); otherwise every backend is surveyed and the usable ones timed again.
     """
+    internals.ensure_private_compile_cache()  # before the first compile, here or in `measure`
     if name:
         return select_device(name)
     timings = _recall(memo, fingerprint(), job)

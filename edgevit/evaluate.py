@@ -1,6 +1,11 @@
-"""Test-set accuracy of a weights file: overall, per class, and the confusion matrix.
+"""Test-set accuracy of a weights file: overall, per class, the confusion matrix, how well its
+confidence is calibrated, and how often it answers "not a digit", on digits and on non-digits.
 
-`python -m edgevit.evaluate [WEIGHTS] [--data DIR] [--json]` (default: the shipped float weights)
+`python -m edgevit.evaluate [WEIGHTS] [--data DIR] [--negatives DIR] [--json]` (default: the shipped
+float weights, the bundled MNIST and the bundled held-out non-digits)
+
+Accuracy is of the likeliest digit, as `--always-digit` answers; the rejection figures say what the
+"not a digit" rule (edgevit.answer) takes away from it and how many non-digits it catches.
 """
 
 from __future__ import annotations
@@ -12,15 +17,17 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from edgevit.answer import Reject, rejected
 from edgevit.calibration import Bin, expected_calibration_error, reliability, softmax
 from edgevit.cli import run
-from edgevit.data import load_dataset
+from edgevit.data import NEGATIVE_KINDS, load_dataset, load_negatives
 from edgevit.device import choose_device
+from edgevit.errors import EdgeViTError
 from edgevit.graph import BatchedForward
 from edgevit.resources import FLOAT_WEIGHTS, shipped_weights
 from edgevit.runtime.cache import Cache, default_cache_dir
 from edgevit.runtime.jit import JOB, time_forward
-from edgevit.weights import build_model, open_model_file, temperature_of
+from edgevit.weights import build_model, open_model_file, reject_of, temperature_of
 
 EVAL_BATCH = 500
 
@@ -34,12 +41,26 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class Rejection:
+    """How often the answer is "not a digit"."""
+
+    reject_class: int | None  # the model's class for non-digits
+    threshold: float  # the lowest probability a digit may have
+    false_rejection: float  # of the test digits
+    answered_accuracy: float  # of the test digits answered with a digit
+    negatives: int  # held-out non-digits scored (0: none given)
+    negatives_rejected: float | None  # of those
+    per_kind: dict[str, float]  # kind -> rejected share of the non-digits of that kind
+
+
+@dataclass(frozen=True)
 class Evaluation:
     accuracy: float
     per_class: list[float | None]  # recall of each true class; None where the split has none of it
     confusion: list[list[int]]  # confusion[true][predicted]
     images: int
     calibration: Calibration | None = None
+    rejection: Rejection | None = None  # None for a model that never says "not a digit"
 
 
 def calibration(logits: np.ndarray, labels: np.ndarray, temperature: float) -> Calibration:
@@ -49,6 +70,23 @@ def calibration(logits: np.ndarray, labels: np.ndarray, temperature: float) -> C
         expected_calibration_error(probs, labels),
         expected_calibration_error(softmax(logits), labels),
         reliability(probs, labels),
+    )
+
+
+def rejection(probs: np.ndarray, labels: np.ndarray, reject: Reject, negatives: np.ndarray, kinds: np.ndarray) -> Rejection:
+    """The rule on test digits (`probs`, `labels`) and on non-digits (their probabilities `negatives`, of `kinds`)."""
+    out, caught = rejected(probs, reject), rejected(negatives, reject)
+    answered = ~out
+    correct = probs[answered, : reject.cls].argmax(1) == labels[answered]  # a reject class is the last
+    per_kind = {kind: float(caught[kinds == k].mean()) for k, kind in enumerate(NEGATIVE_KINDS) if (kinds == k).any()}
+    return Rejection(
+        reject.cls,
+        reject.threshold,
+        float(out.mean()),
+        float(correct.mean()) if answered.any() else 0.0,
+        len(negatives),
+        float(caught.mean()) if len(caught) else None,
+        per_kind,
     )
 
 
@@ -62,15 +100,47 @@ def score(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> Eval
     return Evaluation(accuracy, [None if np.isnan(v) else float(v) for v in per_class], confusion.tolist(), len(labels))
 
 
-def evaluate(weights_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, limit: int = 0) -> Evaluation:
-    """Score the model in `weights_path` on the test split of `data_dir` (default: bundled MNIST)."""
+def evaluate(
+    weights_path: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    limit: int = 0,
+    negatives_dir: str | os.PathLike | None = None,
+    negatives: bool = True,
+) -> Evaluation:
+    """Score the model in `weights_path` on the test split of `data_dir` (default: bundled MNIST) and,
+    for a model that can say "not a digit", on the held-out non-digits of `negatives_dir` (default: the
+    bundled ones; `negatives` False: digits only)."""
+    if limit < 0:
+        raise EdgeViTError(f"--limit must be 0 (every test image) or more, not {limit}")
     header, config, scheme, (mean, std) = open_model_file(weights_path)
+    reject, temperature = reject_of(header, config), temperature_of(header)
     data = load_dataset(data_dir, config.num_classes)
     images, labels = data.test.images[: limit or None], data.test.labels[: limit or None]
-    forward = BatchedForward(build_model(header, config, scheme), mean, std, min(EVAL_BATCH, max(1, len(images))))
+    _check_size(images, config.image_size, data.source)
+    if not len(images):
+        raise EdgeViTError(f"{data.source}: no test images to score")
+    bank = load_negatives(negatives_dir) if negatives and reject.active else None
+    if bank is not None:
+        _check_size(bank.images, config.image_size, bank.source)
+    forward = BatchedForward(build_model(header, config, scheme), mean, std, min(EVAL_BATCH, len(images)))
     logits = forward(images)
-    scored = score(logits.argmax(-1), labels, config.num_classes)
-    return replace(scored, calibration=calibration(logits, labels, temperature_of(header)))
+    if not np.isfinite(logits).all():  # a score from NaN logits would be a number that means nothing
+        raise EdgeViTError(f"{weights_path}: the model's outputs are not finite numbers (its weights overflow)")
+    digits = logits[:, : reject.cls]  # the likeliest digit: a reject class is the last
+    evaluation = replace(
+        score(digits.argmax(-1), labels, digits.shape[1]), calibration=calibration(logits, labels, temperature)
+    )
+    if not reject.active:
+        return evaluation
+    negative_probs = softmax(forward(bank.images), temperature) if bank else np.zeros((0, config.num_classes), np.float32)
+    kinds = bank.kinds if bank else np.zeros(0, np.int64)
+    return replace(evaluation, rejection=rejection(softmax(logits, temperature), labels, reject, negative_probs, kinds))
+
+
+def _check_size(images: np.ndarray, size: int, source) -> None:
+    if images.shape[1:] != (size, size):
+        found = "x".join(map(str, images.shape[1:]))
+        raise EdgeViTError(f"{source}: test images are {found} pixels, the model takes {size}x{size}")
 
 
 def format_report(ev: Evaluation) -> str:
@@ -84,7 +154,25 @@ def format_report(ev: Evaluation) -> str:
     lines += [f"  {c:>3} " + "".join(f"{v:>6}" for v in row) for c, row in enumerate(ev.confusion)]
     if ev.calibration is not None:
         lines += ["", *format_calibration(ev.calibration)]
+    if ev.rejection is not None:
+        lines += ["", *format_rejection(ev.rejection, ev.images)]
     return "\n".join(lines)
+
+
+def format_rejection(r: Rejection, digits: int) -> list[str]:
+    rule = " or ".join(
+        ([f"its class {r.reject_class} is the likeliest"] if r.reject_class is not None else [])
+        + ([f"no digit reaches {100 * r.threshold:.2f}%"] if r.threshold > 0 else [])
+    )
+    lines = [
+        f'"not a digit" (when {rule}):',
+        f'  test digits answered "not a digit": {100 * r.false_rejection:.2f}% of {digits}; '
+        f"accuracy on the rest {100 * r.answered_accuracy:.2f}%",
+    ]
+    if r.negatives:
+        lines.append(f'  held-out non-digits answered "not a digit": {100 * r.negatives_rejected:.2f}% of {r.negatives}')
+        lines += [f"    {kind:<12} {100 * share:6.2f}%" for kind, share in r.per_kind.items()]
+    return lines
 
 
 def format_calibration(cal: Calibration) -> list[str]:
@@ -106,11 +194,14 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="directory with the MNIST-format IDX files (default: $EDGEVIT_DATA or bundled MNIST)")
     p.add_argument("--device", help="tinygrad backend (default: the fastest here, measured once)")
     p.add_argument("--limit", type=int, default=0, help="score the first N test images only")
+    p.add_argument("--negatives", help="held-out non-digits: a directory from tools/banks.py (default: the bundled ones)")
+    p.add_argument("--no-negatives", action="store_true", help="score the test digits only")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args(argv)
     choose_device(args.device, JOB, time_forward, Cache(default_cache_dir()))
-    ev = evaluate(args.weights or shipped_weights(FLOAT_WEIGHTS), args.data, args.limit)
-    print(json.dumps(asdict(ev)) if args.json else format_report(ev))
+    weights = args.weights or shipped_weights(FLOAT_WEIGHTS)
+    ev = evaluate(weights, args.data, args.limit, args.negatives, negatives=not args.no_negatives)
+    print(json.dumps(asdict(ev), allow_nan=False) if args.json else format_report(ev))
     return 0
 
 

@@ -8,7 +8,9 @@ A few features need tinygrad's private structures, which change between releases
 - zero-copy input and output reads the CPU allocator's memory;
 - the C export renders kernels with a portable C renderer and takes the captured graph apart;
 - exact training resume reads and restores the random-number counters;
-- choosing a backend lists the backends tinygrad knows and makes one the default.
+- choosing a backend lists the backends tinygrad knows and makes one the default;
+- tinygrad's compile cache (an sqlite file of pickled kernels and search results) is moved into
+  EdgeViT's private cache directory, or turned off.
 
 This module was written against tinygrad `SUPPORTED`. With any other version installed, `AVAILABLE`
 is False and nothing here touches tinygrad's private structures: the runtime falls back to
@@ -21,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import os
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -31,6 +35,7 @@ import numpy as np
 from tinygrad import Device, Tensor
 
 from edgevit.errors import EdgeViTError
+from edgevit.files import PrivateDir, default_cache_dir
 
 SUPPORTED = "0.14.0"
 INSTALLED = version("tinygrad")
@@ -40,9 +45,13 @@ NOT_COMPUTE = ("DISK", "NPY", "TINYFS", "NULL", "REMOTE")
 FALLBACK_BACKENDS = ("METAL", "AMD", "NV", "CUDA", "QCOM", "CL", "CPU", "DSP", "WEBGPU", "PYTHON")
 # cached graphs number their buffers from a random point of a range no live process counts into
 BUFFER_NUMBERS = 2**48
+COMPILE_CACHE = "tinygrad-cache.db"  # tinygrad's compile cache, inside EdgeViT's private cache directory
+COMPILE_CACHE_FILES = (COMPILE_CACHE, COMPILE_CACHE + "-wal", COMPILE_CACHE + "-shm")  # sqlite's own companions
+MAX_COMPILE_CACHE_BYTES = 512 * 2**20  # a larger one is started afresh (compiled kernels are cheap to remake)
 
 AVAILABLE = INSTALLED == SUPPORTED
 if AVAILABLE:
+    import tinygrad.helpers as tinygrad_helpers
     from tinygrad.device import ALL_DEVICES
     from tinygrad.dtype import AddrSpace, _to_np_dtype
     from tinygrad.engine.realize import get_call_arg_uops, get_call_outs_ins, get_runtime, resolve_params
@@ -86,6 +95,80 @@ def make_default(device: str) -> None:
         import tinygrad.helpers
 
         tinygrad.helpers.DEV.value = device
+
+
+# --- tinygrad's compile cache ---------------------------------------------------------------------
+class _CompileCache:
+    """The process's decision: where tinygrad's compile cache is (the directory stays open: the path
+    tinygrad is given resolves through its descriptor)."""
+
+    decided = False
+    directory: PrivateDir | None = None
+    level: int | None = None  # tinygrad's CACHELEVEL before EdgeViT first changed it
+
+
+def use_private_compile_cache(directory: PrivateDir | None) -> str | None:
+    """Point tinygrad's compile cache at `directory` (a checked private directory), or turn it off
+    (None, or the directory is read-only or holds a cache file that is not this user's own).
+
+    tinygrad keeps compiled kernels and BEAM results as pickles in an sqlite file, by default
+    $XDG_CACHE_HOME/tinygrad/cache.db, opened with no ownership check: anyone who can write that file
+    runs code in this process. tinygrad reads the location when it first opens the file, so this works
+    any time before the first compile (an open connection is closed and reopened). The environment
+    carries the same choice to child processes. Returns the path given to tinygrad, or None.
+    """
+    _CompileCache.decided, _CompileCache.directory = True, directory
+    path = _prepared_cache_file(directory) if directory is not None else None
+    if path is None:
+        os.environ["CACHELEVEL"] = "0"
+    else:
+        os.environ["CACHEDB"] = str(directory.path / COMPILE_CACHE)
+    if AVAILABLE:
+        if _CompileCache.level is None:
+            _CompileCache.level = tinygrad_helpers.CACHELEVEL.value
+        if tinygrad_helpers._db_connection is not None:
+            tinygrad_helpers._db_connection.close()
+            tinygrad_helpers._db_connection = None
+            tinygrad_helpers._db_tables.clear()
+        tinygrad_helpers.CACHELEVEL.value = 0 if path is None else _CompileCache.level
+        if path is not None:
+            tinygrad_helpers.CACHEDB = path
+    else:
+        with contextlib.suppress(AttributeError):
+            import tinygrad.helpers
+
+            tinygrad.helpers.CACHELEVEL.value = 0  # another version: no compile cache rather than an unchecked one
+    return path
+
+
+def ensure_private_compile_cache() -> None:
+    """`use_private_compile_cache` on the default cache directory, unless this process chose already."""
+    if not _CompileCache.decided:
+        directory = default_cache_dir()
+        use_private_compile_cache(PrivateDir.open(directory) if directory is not None else None)
+
+
+def _prepared_cache_file(directory: PrivateDir) -> str | None:
+    """The path tinygrad should open: the cache file exists, is this user's own, private, a database,
+    and not over its size cap (else it is started afresh). None when none can be had."""
+    if not directory.writable:
+        return None
+    sizes = dict((name, size) for name, size, _ in directory.usage() if name in COMPILE_CACHE_FILES)
+    if sum(sizes.values()) > MAX_COMPILE_CACHE_BYTES:
+        for name in COMPILE_CACHE_FILES:
+            directory.remove(name)
+    if not directory.claim(COMPILE_CACHE):
+        return None
+    path = directory.descriptor_path(COMPILE_CACHE)
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA schema_version").fetchone()  # reads the header only: nothing is unpickled
+    except sqlite3.DatabaseError:  # damaged (a killed write, a full disk): start afresh
+        for name in COMPILE_CACHE_FILES:
+            directory.remove(name)
+        if not directory.claim(COMPILE_CACHE):
+            return None
+    return path
 
 
 # --- buffers --------------------------------------------------------------------------------------

@@ -13,6 +13,22 @@ from dataclasses import dataclass
 
 from tinygrad import Tensor, nn
 
+from edgevit.checks import is_finite, is_int
+
+# the largest model a config may describe: every size is checked against these before any tensor (or
+# list of tensor names) is made, so a config from a file cannot ask for a billion layers
+MAX_SIZES = {
+    "image_size": 1024,
+    "patch_size": 1024,
+    "channels": 4,
+    "dim": 4096,
+    "depth": 64,
+    "heads": 64,
+    "mlp_dim": 16384,
+    "num_classes": 1000,
+}
+MAX_PATCHES = 4096
+
 
 @dataclass(frozen=True)
 class ViTConfig:
@@ -27,13 +43,26 @@ class ViTConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        problems = []
+        # types first: a config from JSON may hold 4.0, true or "4" where a count belongs
+        problems = [
+            f"{name} {getattr(self, name)!r} is not a whole number" for name in MAX_SIZES if not is_int(getattr(self, name))
+        ]
+        if not is_finite(self.dropout):
+            problems.append(f"dropout {self.dropout!r} is not a finite number")
+        if not problems:  # then ranges, before anything divides by a size
+            problems = [
+                f"{name} {getattr(self, name)} is over {most}" for name, most in MAX_SIZES.items() if getattr(self, name) > most
+            ]
+            if min(self.image_size, self.patch_size, self.channels, self.dim, self.depth, self.heads, self.mlp_dim) < 1:
+                problems.append("sizes must be positive")
+        if problems:
+            raise ValueError("invalid ViTConfig: " + "; ".join(problems))
         if self.image_size % self.patch_size:
             problems.append(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.dim % self.heads:
             problems.append(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if min(self.image_size, self.patch_size, self.channels, self.dim, self.depth, self.heads, self.mlp_dim) < 1:
-            problems.append("sizes must be positive")
+        if (self.image_size // self.patch_size) ** 2 > MAX_PATCHES:
+            problems.append(f"{(self.image_size // self.patch_size) ** 2} patches is over {MAX_PATCHES}")
         if self.num_classes < 2:
             problems.append("num_classes must be at least 2")
         if not 0.0 <= self.dropout < 1.0:

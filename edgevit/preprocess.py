@@ -3,7 +3,9 @@
 The pipeline, each step a pure function:
 
 1. decode: Pillow reads PNG, JPEG, GIF, BMP, TIFF, WebP...; EXIF orientation is applied, so a phone
-   photo stored sideways is seen upright. Undecodable or truncated files are errors.
+   photo stored sideways is seen upright. Undecodable or truncated files are errors, and so are
+   files over MAX_IMAGE_BYTES and images over MAX_IMAGE_PIXELS (checked from the header, before any
+   pixel is decoded: a small file can declare a huge image).
 2. ink: every mode becomes an ink map on [0, 1]. Palette, 16-bit and float images are scaled by their
    real range. With a transparent background (most canvas exports) ink is opacity. Otherwise the
    paper is estimated locally (a coarse max/min filter, so uneven lighting in scans and photos
@@ -22,6 +24,7 @@ The pipeline, each step a pure function:
 from __future__ import annotations
 
 import io
+import warnings
 from collections import deque
 
 import numpy as np
@@ -43,35 +46,52 @@ PAPER_FILTER = 9  # wider than any stroke at that resolution, so strokes vanish 
 NOISE_FLOOR = 0.5  # fraction of Otsu's threshold below which ink is paper noise
 SPECK = 0.08  # blobs with less than this fraction of the largest blob's ink are specks
 MIN_INK_PIXELS = 4
+MAX_IMAGE_BYTES = 64 * 2**20  # no picture of a digit needs a bigger file
+MAX_IMAGE_PIXELS = 50_000_000  # a 50-megapixel photo; decoding one takes about 150 MB (RGB), 200 MB (RGBA)
 
 
 def decode(data: bytes, name: str = "image") -> Image.Image:
-    """Bytes of any image Pillow reads -> an upright, fully loaded image."""
+    """Bytes of any image Pillow reads -> an upright, fully loaded image, within the size limits."""
     if not data:
         raise EdgeViTError(f"{name}: empty file")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise EdgeViTError(f"{name}: over {MAX_IMAGE_BYTES // 2**20} MiB, the most an image may be")
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-        return ImageOps.exif_transpose(img)
+        with warnings.catch_warnings():
+            # Pillow's warnings (corrupt EXIF data...) would be stray lines on stderr: the image decodes or
+            # it does not. It only warns about a large image; here that is refused, below, by a lower limit.
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            size = img.size
+            if size[0] * size[1] > MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError
+            img.load()
+            return ImageOps.exif_transpose(img)
     except UnidentifiedImageError:
         raise EdgeViTError(f"{name}: not an image (no format Pillow can read)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise EdgeViTError(f"{name}: damaged image ({e})") from None
-    except Image.DecompressionBombError as e:
-        raise EdgeViTError(f"{name}: {e}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise EdgeViTError(f"{name}: image too large (over {MAX_IMAGE_PIXELS:,} pixels)") from None
+    except Exception as e:  # Pillow parses hostile bytes: whatever it raises, the file is damaged
+        raise EdgeViTError(f"{name}: damaged image ({str(e) or type(e).__name__})") from None
 
 
 def _luminance_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Grey level on [0, 1] and opacity on [0, 1] (None when the image has no transparency)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise EdgeViTError("damaged image (pixel values that are not finite numbers)")
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         if img.mode == "F":
             lo, hi = float(arr.min()), float(arr.max())
             return ((arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)).astype(np.float32), None
         return np.clip(arr / top, 0, 1).astype(np.float32), None
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+    try:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+    except (ValueError, OSError) as e:  # a mode Pillow cannot convert (LAB, HSV, ...)
+        raise EdgeViTError(f"unsupported image mode {img.mode} ({e})") from None
     grey = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
     return grey, (rgba[..., 3] if has_alpha else None)
 
@@ -240,7 +260,10 @@ def mnist_layout(digit: np.ndarray) -> np.ndarray:
 
 def preprocess_image(img: Image.Image) -> np.ndarray:
     """A decoded image -> (28, 28) float32 on [0, 255], white digit on black, as MNIST."""
-    return mnist_layout(normalize_strokes(digit_crop(ink_map(img))))
+    out = mnist_layout(normalize_strokes(digit_crop(ink_map(img))))
+    if not np.isfinite(out).all():  # never hand the model NaN: it would answer "0 nan%"
+        raise EdgeViTError("no digit found (the image's values are not finite numbers)")
+    return out
 
 
 def preprocess(data: bytes, name: str = "image") -> np.ndarray:

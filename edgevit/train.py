@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevit import checkpoint, weights
+from edgevit import checkpoint
 from edgevit.answer import DIGITS
-from edgevit.cli import ProgressBar, StopFlag, format_duration, run
+from edgevit.cli import ProgressBar, StopFlag, UsageError, format_duration, run
 from edgevit.data import load_dataset, read_idx, verify_manifest
 from edgevit.device import choose_device
 from edgevit.errors import EdgeViTError
+from edgevit.files import check_writable, remove_stale_temps
 from edgevit.model import ViTConfig
 from edgevit.resources import shipped
 from edgevit.runtime.cache import Cache, default_cache_dir
@@ -109,43 +110,64 @@ def load_banks(directory: str | Path | None, settings: TrainSettings) -> dict[st
     return {name: load_bank(root, name) for name, per_batch in wanted.items() if per_batch}
 
 
-def start(args: argparse.Namespace) -> tuple[Trainer, Path, Path]:
-    """The trainer (new or resumed), its output weights file and its checkpoint file."""
+def new_run(args: argparse.Namespace) -> tuple[ViTConfig, TrainSettings]:
+    """The model and settings the flags ask for, checked before anything is loaded or compiled: a
+    value argparse lets through (`--lr nan`, `--seed -1`) is a usage error, as argparse's own are."""
     given = {k: v for k, v in vars(args).items() if k in SETTING_FLAGS + MODEL_FLAGS and v is not None}
     if args.resume and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise EdgeViTError(f"--resume continues a run with its saved settings; drop {flags}")
+        raise UsageError(f"--resume continues a run with its saved settings; drop {flags}")
     if args.beam < 0:
-        raise EdgeViTError(f"--beam must be 0 (no search) or more, not {args.beam}")
-    if args.resume:
-        # the run continues on the data it started with unless told otherwise
-        header = weights.read_header(args.resume)
-        state = header.metadata.get("train_state", {})
-        saved_banks = state.get("banks") or {}
-        directory = args.banks or (Path(next(iter(saved_banks.values()))).parent if saved_banks else None)
-        banks = {name: load_bank(directory, name) for name in saved_banks} if saved_banks else {}
-        trainer = checkpoint.resume(args.resume, load_dataset(args.data or state.get("data")), banks)
-        out, ckpt = args.out or checkpoint.weights_path(args.resume), args.resume
-    else:
-        data = load_dataset(args.data)
+        raise UsageError(f"--beam must be 0 (no search) or more, not {args.beam}")
+    try:
         settings = TrainSettings(**{k: v for k, v in given.items() if k in SETTING_FLAGS})
         # the extra class exists only when negatives are trained on
         classes = {"num_classes": DIGITS + 1} if settings.negatives_per_batch else {}
-        try:
-            config = ViTConfig(**{k: v for k, v in given.items() if k in MODEL_FLAGS} | classes)
-        except ValueError as e:
-            raise EdgeViTError(str(e)) from None
-        trainer = Trainer(config, settings, data, **load_banks(args.banks, settings))
+        config = ViTConfig(**{k: v for k, v in given.items() if k in MODEL_FLAGS} | classes)
+    except (EdgeViTError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    return config, settings
+
+
+def outputs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The weights file the run writes at its end and the checkpoint it writes every epoch."""
+    if args.resume:
+        out, ckpt = args.out or checkpoint.weights_path(args.resume), args.resume
+    else:
         out = args.out or DEFAULT_OUT
         ckpt = checkpoint.default_path(out)
     if out.resolve() == ckpt.resolve():
         raise EdgeViTError(f"--out {out} would overwrite the checkpoint it resumes from")
+    return out, ckpt
+
+
+def start(args: argparse.Namespace, config: ViTConfig, settings: TrainSettings, state: dict | None) -> Trainer:
+    """The trainer: resumed from --resume (whose `train_state` is `state`), else new with `config`
+    and `settings`."""
+    if state is not None:
+        # the run continues on the data it started with unless told otherwise
+        saved_banks = state["banks"]
+        directory = args.banks or (Path(next(iter(saved_banks.values()))).parent if saved_banks else None)
+        banks = {name: load_bank(directory, name) for name in saved_banks}
+        trainer = checkpoint.resume(args.resume, load_dataset(args.data or state["data"]), banks)
+    else:
+        trainer = Trainer(config, settings, load_dataset(args.data), **load_banks(args.banks, settings))
     trainer.beam = args.beam
-    return trainer, out, ckpt
+    return trainer
 
 
-def train(trainer: Trainer, ckpt: Path) -> bool:
-    """Run to the end with a progress bar, checkpointing every epoch; False when stopped by Ctrl-C."""
+def prepare_outputs(*paths: Path) -> None:
+    """Fail now, not after an epoch, if an output cannot be written; and remove the temp files that
+    runs killed mid-save (kill -9, a power cut) left beside it."""
+    for path in paths:
+        check_writable(path)
+        remove_stale_temps(path)
+
+
+def train(trainer: Trainer, ckpt: Path) -> int | None:
+    """Run to the end with a progress bar, checkpointing every epoch. None when done; when stopped by
+    Ctrl-C or SIGTERM, the exit code that says which (a second one during a save lets it finish:
+    checkpoint.save holds signals)."""
     s = trainer.settings
     bar, stop = ProgressBar(), StopFlag()
     try:
@@ -163,15 +185,18 @@ def train(trainer: Trainer, ckpt: Path) -> bool:
     finally:
         stop.restore()
         bar.close()
-    return len(trainer.history) == s.epochs
+    return None if len(trainer.history) == s.epochs else stop.exit_code
 
 
 def cli(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    config, settings = new_run(args)
+    state = checkpoint.read_state(args.resume)[1] if args.resume else None
+    out, ckpt = outputs(args)
+    prepare_outputs(out, ckpt)
     # with several usable backends, the first run times a training step on each (once per machine)
     device = choose_device(args.device, "training step", time_training_step, Cache(default_cache_dir()))
-    trainer, out, ckpt = start(args)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    trainer = start(args, config, settings, state)
 
     n_params = sum(t.numel() for t in trainer.params.values())
     s, data = trainer.settings, trainer.data
@@ -181,11 +206,11 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"resuming {ckpt} at step {trainer.step} of {trainer.total_steps}")
     compile_time = "about a minute on a CPU" if not args.beam else "with a kernel search: minutes the first time"
     print(f"the first steps compile the training graph ({compile_time})", flush=True)
-    if not train(trainer, ckpt):
+    if (stopped := train(trainer, ckpt)) is not None:
         checkpoint.save(trainer, ckpt)
         print(f"stopped at step {trainer.step} of {trainer.total_steps}; continue with:")
         print(f"  python -m edgevit.train --resume {ckpt}")
-        return 130
+        return stopped
     checkpoint.save_weights(trainer, out)
     print(f"saved {out} (test accuracy {100 * trainer.history[-1]['test_accuracy']:.2f}%); checkpoint {ckpt}")
     return 0

@@ -22,6 +22,7 @@ from tinygrad.nn.state import get_state_dict
 from edgevit import internals
 from edgevit.answer import DIGITS, Reject, fit_threshold
 from edgevit.calibration import fit_temperature, nll, softmax
+from edgevit.checks import checked_float, checked_int
 from edgevit.data import Dataset, Split, augment, normalize, pixel_stats, training_batch
 from edgevit.errors import EdgeViTError
 from edgevit.graph import BatchedForward
@@ -30,6 +31,7 @@ from edgevit.step import CompiledStep
 from edgevit.weights import OPTIMIZER_PREFIX
 
 EVAL_BATCH = 500
+MAX_SEED = 2**32 - 1  # tinygrad keeps the seed in a uint32
 VALIDATION_SHARE = 10  # a small training split gives at most a tenth of its images to validation
 # the reject threshold may turn away this share of the held-out digits (the target on test is 0.3%)
 MAX_FALSE_REJECTION = 0.001
@@ -66,17 +68,26 @@ class TrainSettings:
     ema: float = 0.0
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.limit < 0 or self.validation < 0:
-            raise EdgeViTError(
-                "epochs and batch size must be at least 1, the learning rate positive, limit and validation >= 0"
-            )
-        extras = self.negatives_per_batch + self.positives_per_batch
-        if min(self.negatives_per_batch, self.positives_per_batch) < 0 or extras >= self.batch_size:
-            raise EdgeViTError(
-                f"negatives and positives per batch must be >= 0 and leave digits in a batch of {self.batch_size}"
-            )
-        if not 0.0 <= self.ema < 1.0:
-            raise EdgeViTError(f"--ema must be in [0, 1), not {self.ema}")
+        # values come from flags and from checkpoints anyone may edit: NaN, 5.0 or "3" must not train
+        for name in ("epochs", "batch_size"):
+            checked_int(flag(name), getattr(self, name), 1)
+        for name in ("limit", "validation", "negatives_per_batch", "positives_per_batch"):
+            checked_int(flag(name), getattr(self, name), 0)
+        checked_int(flag("seed"), self.seed, 0, MAX_SEED)
+        checked_float(flag("lr"), self.lr, 0.0, above=True)
+        for name in ("min_lr", "weight_decay", "warmup_epochs"):
+            checked_float(flag(name), getattr(self, name), 0.0)
+        checked_float(flag("label_smoothing"), self.label_smoothing, 0.0, 1.0, below=True)
+        checked_float(flag("ema"), self.ema, 0.0, 1.0, below=True)
+        if not isinstance(self.augment, bool):
+            raise EdgeViTError(f"augment must be true or false, not {self.augment!r}")
+        if self.negatives_per_batch + self.positives_per_batch >= self.batch_size:
+            raise EdgeViTError(f"negatives and positives per batch must leave digits in a batch of {self.batch_size}")
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a setting, as errors name it: warmup_epochs -> --warmup-epochs."""
+    return "--" + name.replace("_", "-")
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, floor: float) -> float:

@@ -104,3 +104,26 @@ def tiny_weights(tmp_path_factory) -> Path:
     meta = {"config": asdict(config), "preprocess": {"mean": 0.1307, "std": 0.3081}}
     weights.save(path, get_state_dict(ViT(config)), meta)
     return path
+
+
+@pytest.fixture(scope="session")
+def rejecting_weights(tmp_path_factory) -> dict[str, Path]:
+    """Small untrained 11-class models that answer "not a digit" to everything, one per reason:
+    "class" (the 11th class's bias makes it the likeliest) and "threshold" (no digit reaches 0.99)."""
+    from tinygrad import Tensor
+    from tinygrad.nn.state import get_state_dict
+
+    from edgevit import weights
+    from edgevit.model import ViT, ViTConfig
+
+    config = ViTConfig(dim=16, depth=2, heads=2, mlp_dim=32, num_classes=11)
+    out = {}
+    for reason, bias, threshold in (("class", 20.0, 0.0), ("threshold", 0.0, 0.99)):
+        Tensor.manual_seed(3)
+        model = ViT(config)
+        model.head.bias = Tensor([0.0] * 10 + [bias])
+        out[reason] = tmp_path_factory.mktemp("rejecting") / f"{reason}.safetensors"
+        meta = {"config": asdict(config), "preprocess": {"mean": 0.1307, "std": 0.3081}}
+        meta["reject"] = {"class": 10, "threshold": threshold}
+        weights.save(out[reason], get_state_dict(model), meta)
+    return out

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edgevit.answer import Reject, answer, fit_threshold, rejected
+from edgevit.answer import NOT_A_DIGIT, Reject, answer, answers, fit_threshold, rejected
 
 
 def probs(*rows):
@@ -26,6 +26,7 @@ def test_the_reject_class_and_the_threshold_each_say_not_a_digit():
     assert unsure.digit is None and unsure.reason.startswith("low confidence") and "0, has 40.0%" in unsure.reason
     assert answer(ELEVEN[1], rule, always_digit=True).digit == 0
     assert rejected(ELEVEN, rule).tolist() == [False, True, True]
+    assert answers(ELEVEN, rule).tolist() == [0, NOT_A_DIGIT, NOT_A_DIGIT]
 
 
 def test_the_fitted_threshold_rejects_at_most_the_allowed_share_of_digits():
@@ -42,9 +43,10 @@ def test_the_fitted_threshold_rejects_at_most_the_allowed_share_of_digits():
 
 @pytest.mark.parametrize(
     ("meta", "message"),
-    [("x", "not an object"), ({"class": 3}, "not one of the model's non-digit classes"), ({"threshold": 1.5}, "not in")],
+    [("x", "not an object"), ({"class": 3}, "not the model's last class"), ({"threshold": 1.5}, "not in")],
 )
 def test_bad_metadata_is_named(meta, message):
     with pytest.raises(ValueError, match=message):
         Reject.from_metadata(meta, 11)
-    assert Reject.from_metadata({"class": 10, "threshold": 0.3}, 11) == Reject(10, 0.3)
+    # the threshold as float32, the probabilities' type in every runtime, so C and numpy compare alike
+    assert Reject.from_metadata({"class": 10, "threshold": 0.3}, 11) == Reject(10, float(np.float32(0.3)))

@@ -1,8 +1,14 @@
+import copy
+import os
+import signal
+
 import numpy as np
+import pytest
 from conftest import step_losses
 from tinygrad.nn.state import get_state_dict
 
-from edgevit import checkpoint
+from edgevit import checkpoint, weights
+from edgevit.errors import EdgeViTError
 from edgevit.model import ViTConfig
 from edgevit.trainer import Trainer, TrainSettings
 
@@ -44,3 +50,53 @@ def test_same_seed_same_losses_and_resume_continues_exactly(mnist, tmp_path):
     checkpoint.save(last, ckpt)
     finisher = checkpoint.resume(ckpt, mnist)
     assert step_losses(finisher) == [] and finisher.history == uninterrupted.history
+
+
+def edited(source, path, edit):
+    """A copy of checkpoint `source` at `path` whose metadata `edit` changed (as a hand edit would)."""
+    header = weights.read_header(source)
+    metadata = copy.deepcopy(header.metadata)
+    edit(metadata)
+    weights.save(path, weights.load_tensors(header), metadata)
+    return path
+
+
+EDITS = {
+    "step is text": (lambda m: m["train_state"].update(step="7"), "metadata train_state.step is not a whole number ('7')"),
+    "step negative": (lambda m: m["train_state"].update(step=-1), "metadata train_state.step is negative"),
+    "step too far": (lambda m: m["train_state"].update(step=10**6), "step 1000000 after 0 epochs does not fit"),
+    "no sums": (lambda m: m["train_state"].pop("epoch_sums"), "no train_state.epoch_sums in its metadata"),
+    "banks a list": (lambda m: m["train_state"].update(banks=["x"]), "metadata train_state.banks is not an object"),
+    "bad counter": (lambda m: m["train_state"].update(rng_counters={"CPU": [1]}), "rng_counters.CPU is not two 32-bit"),
+    "history text": (lambda m: m["metrics"].update(history="x"), "metadata metrics.history is not a list"),
+    "lr nan": (lambda m: m["training"].update(lr="nan"), "saved training settings are not usable: --lr must be"),
+    "depth float": (lambda m: m["config"].update(depth=1.0), "depth 1.0 is not a whole number"),
+}
+
+
+@pytest.fixture(scope="module")
+def fresh_checkpoint(mnist, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "run.ckpt.safetensors"
+    checkpoint.save(Trainer(TINY, TrainSettings(epochs=1, batch_size=16, limit=32), mnist), path)
+    return path
+
+
+@pytest.mark.parametrize("case", EDITS)
+def test_a_checkpoint_with_edited_metadata_is_one_error(mnist, fresh_checkpoint, tmp_path, case):
+    edit, message = EDITS[case]
+    with pytest.raises(EdgeViTError) as e:
+        checkpoint.resume(edited(fresh_checkpoint, tmp_path / "edited.ckpt.safetensors", edit), mnist)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_second_signal_during_a_checkpoint_save_lets_it_finish(tmp_path, monkeypatch):
+    written = []
+
+    def interrupted(trainer, path):  # the tensors are read back, then a second Ctrl-C, then the write
+        os.kill(os.getpid(), signal.SIGINT)
+        written.append(path)
+
+    monkeypatch.setattr(checkpoint, "_save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(None, tmp_path / "c")
+    assert written == [tmp_path / "c"]

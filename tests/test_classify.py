@@ -2,6 +2,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from conftest import run_module
 from PIL import Image
 
@@ -104,3 +105,23 @@ def test_explain_prints_each_layers_attention_as_text(tiny_weights, tmp_path, mn
     assert sum(line.strip().startswith(("r0 ", "r1 ", "r2 ", "r3 ")) for line in lines) == 8  # a 4x4 grid per layer
     as_json = classify(str(tmp_path / "d.png"), "--explain", "--json", weights=tiny_weights, cache=tmp_path / "c")
     assert json.loads(as_json.stdout)["explain"].startswith("Attention, averaged over 2 heads")
+
+
+def test_not_a_digit_is_an_answer_with_its_reason(rejecting_weights, tmp_path, mnist):
+    image = tmp_path / "x.png"
+    image.write_bytes(png(mnist.test.images[0]))
+    for reason, weights in rejecting_weights.items():
+        plain = classify(str(image), "--topk", "2", weights=weights, cache=tmp_path / "c")
+        assert plain.returncode == 0, plain.stderr  # an answer, not an error
+        _, said, runner_up = plain.stdout.strip().split("\t")
+        assert said.startswith("not a digit ") and runner_up.split()[0] in list("0123456789")
+
+        row = json.loads(classify(str(image), "--json", weights=weights, cache=tmp_path / "c").stdout)
+        assert row["digit"] is None and row["reason"].startswith("class" if reason == "class" else "low confidence")
+        assert len(row["probs"]) == 11 and abs(sum(row["probs"]) - 1) < 1e-4
+        # the probability behind "not a digit": the class's own, or that no digit is it
+        best_digit = max(row["probs"][:10])
+        assert row["confidence"] == pytest.approx(row["probs"][10] if reason == "class" else 1 - best_digit, abs=1e-6)
+
+        forced = json.loads(classify(str(image), "--json", "--always-digit", weights=weights, cache=tmp_path / "c").stdout)
+        assert forced["digit"] == int(np.argmax(forced["probs"][:10])) and "reason" not in forced

@@ -31,12 +31,16 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
+from edgevit.answer import NOT_A_DIGIT, answers
+from edgevit.data import load_negatives
 from edgevit.demo import server, site
 from edgevit.resources import shipped_weights
+from edgevit.weights import open_model_file, reject_of
 
 WEIGHTS = shipped_weights()
 SCREENSHOT = Path(os.environ.get("EDGEVIT_SCREENSHOT") or Path(tempfile.gettempdir()) / "edgevit-explorer.png")
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+WINDOW_HEIGHT = 2400  # CSS pixels: tall enough for the whole page in one screenshot
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",  # needed as root
@@ -46,9 +50,10 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking",  # no update checks or field trials: the request log is the page's own
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1280,2200",  # tall enough for the whole page in one screenshot
+    f"--window-size=1280,{WINDOW_HEIGHT}",
 )
 MNIST_IMAGES = 200
+NEGATIVE_IMAGES = 300  # of the held-out non-digits: every kind, 50 each
 LATENCY_CALLS = 200
 WARM_UP_CALLS = 50  # V8 compiles WebAssembly in tiers: the first calls run the baseline compiler
 PROB_TOLERANCE = 1e-4  # page vs tinygrad runtime
@@ -165,7 +170,17 @@ def page_results(driver, url, mnist):
     n = len(mnist)
     attention = np.frombuffer(base64.b64decode(out["attention"]), np.float32)
     shape = (n, config["depth"], config["heads"], config["tokens"], config["tokens"])
-    return np.array(out["digits"]), np.array(out["probs"], np.float32), attention.reshape(shape)
+    return as_answers(out["digits"]), np.array(out["probs"], np.float32), attention.reshape(shape)
+
+
+def as_answers(digits: list) -> np.ndarray:
+    """The page's digits (null: not a digit) as edgevit.answer.answers gives them."""
+    return np.array([NOT_A_DIGIT if d is None else d for d in digits])
+
+
+def reject_rule():
+    header, config, _, _ = open_model_file(WEIGHTS)
+    return reject_of(header, config)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -250,9 +265,38 @@ def test_classify_matches_python_runtime(page_results, classifier, mnist, measur
     measured["mnist_images"] = len(mnist)
     measured["max_prob_diff_vs_tinygrad"] = prob_diff
     measured["max_attention_diff_vs_tinygrad"] = attention_diff
-    assert (digits == expected.probs.argmax(1)).all()
+    assert (digits == answers(expected.probs, reject_rule())).all()
     assert prob_diff <= PROB_TOLERANCE
     assert attention_diff <= ATTENTION_TOLERANCE
+
+
+def test_not_a_digit_is_answered_as_in_python(driver, url, classifier, measured):
+    """Held-out non-digits: the page says "not a digit" exactly where edgevit-classify does, with the same confidence."""
+    from edgevit.answer import answer
+
+    images = load_negatives().images[:NEGATIVE_IMAGES]
+    open_page(driver, url)
+    out = driver.execute_script(
+        """
+        const [images, pixels] = arguments;
+        const digits = [], confidences = [];
+        for (let i = 0; i * pixels < images.length; i++) {
+          const r = window.edgevit.classify(images.slice(i * pixels, (i + 1) * pixels));
+          digits.push(r.digit);
+          confidences.push(r.confidence);
+        }
+        return {digits, confidences};
+        """,
+        images.reshape(-1).tolist(),
+        images[0].size,
+    )
+    rule, probs = reject_rule(), classifier.predict(images).probs
+    expected = [answer(p, rule) for p in probs]
+    digits = as_answers(out["digits"])
+    measured["negatives_rejected_in_page"] = float((digits == NOT_A_DIGIT).mean())
+    np.testing.assert_array_equal(digits, answers(probs, rule))
+    np.testing.assert_allclose(out["confidences"], [a.confidence for a in expected], atol=PROB_TOLERANCE)
+    assert rule.active and (digits == NOT_A_DIGIT).mean() > 0.5  # the shipped model rejects most of them
 
 
 def test_wasm_matches_native_build_of_the_same_c(page_results, mnist, tmp_path, measured):
@@ -313,7 +357,8 @@ def test_drawn_digit_matches_python_preprocessing_and_prediction(driver, url, cl
     page_input = last_input(driver)
     python_input = preprocess(pad_png(driver), "pad.png")
     diff = np.abs(page_input - python_input)
-    python_digit = int(classifier.predict(python_input[None]).probs[0].argmax())
+    said = answers(classifier.predict(python_input[None]).probs, reject_rule())[0]
+    python_digit = "not a digit" if said == NOT_A_DIGIT else str(said)
     measured[f"drawn_{intended}_{kind}"] = {
         "python_digit": python_digit,
         "page_digit": driver.find_element(By.ID, "prediction").text,
@@ -322,7 +367,7 @@ def test_drawn_digit_matches_python_preprocessing_and_prediction(driver, url, cl
     }
     assert diff.max() <= PREPROCESS_MAX_DIFF
     assert diff.mean() <= PREPROCESS_MEAN_DIFF
-    assert driver.find_element(By.ID, "prediction").text == str(python_digit)
+    assert driver.find_element(By.ID, "prediction").text == python_digit
 
 
 SAMPLES = sorted((ROOT / "samples").glob("*.*"))
@@ -403,7 +448,7 @@ def test_screenshot_after_drawing_and_choosing_a_patch(driver, url):
     driver.find_element(By.CSS_SELECTOR, "#patches [data-patch='6']").click()
     next_frames(driver)
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    assert height <= 2200, "the page no longer fits the screenshot window"
+    assert height <= WINDOW_HEIGHT, "the page no longer fits the screenshot window"
     assert driver.save_screenshot(str(SCREENSHOT))
 
 

@@ -11,15 +11,19 @@ import numpy as np
 import pytest
 from conftest import ROOT, SHIPPED
 
+from edgevit.answer import NOT_A_DIGIT, answer, answers
+from edgevit.data import load_negatives
 from edgevit.errors import EdgeViTError
 from edgevit.export import boards
 from edgevit.quant.files import quantize_file
 from edgevit.runtime import Classifier
+from edgevit.weights import open_model_file, reject_of
 
 pytestmark = pytest.mark.devices
 
 WEIGHTS = {"fp32": SHIPPED, "int8": ROOT / "weights" / "edgevit-mnist-int8.safetensors"}
 LINUX_IMAGES = 1000
+NEGATIVES = 300  # held-out non-digits after the MNIST images, 50 of each kind: where "not a digit" is decided
 BOARD_IMAGES = 10
 LINUX_ATOL = 1e-4  # another compiler and libm than tinygrad's clang: float32 rounding, measured about 1e-6
 BOARD_ATOL = 1e-5  # newlib's exp2f and the Cortex-M FPU, measured about 1e-7
@@ -44,10 +48,21 @@ def export_cli(*args) -> subprocess.CompletedProcess:
     )
 
 
+def rule(scheme: str):
+    header, config, _, _ = open_model_file(WEIGHTS[scheme])
+    return reject_of(header, config)
+
+
 @pytest.fixture(scope="module")
-def python_probs(mnist):
-    """The Python runtime's probabilities for the first LINUX_IMAGES test images, per scheme."""
-    images = mnist.test.images[:LINUX_IMAGES]
+def images(mnist):
+    """The first LINUX_IMAGES test images, then NEGATIVES non-digits as whole pixels (the C input is bytes)."""
+    negatives = np.clip(np.rint(load_negatives().images[:NEGATIVES]), 0, 255).astype(np.uint8)
+    return np.concatenate([mnist.test.images[:LINUX_IMAGES], negatives])
+
+
+@pytest.fixture(scope="module")
+def python_probs(images):
+    """The Python runtime's probabilities for `images`, per scheme."""
     return {scheme: Classifier(path, cache_dir=None, device="CPU").predict(images).probs for scheme, path in WEIGHTS.items()}
 
 
@@ -70,14 +85,14 @@ def test_the_device_tools_are_installed():
 
 
 @pytest.mark.parametrize("scheme", ["int8", "fp32"])
-def test_aarch64_linux_classifies_like_x86_and_the_python_runtime(board_dirs, python_probs, mnist, scheme):
+def test_aarch64_linux_classifies_like_x86_and_the_python_runtime(board_dirs, python_probs, images, scheme):
     model_dir = board_dirs[scheme, "mps2-an386"]  # an export with a board program is still the plain export
-    images = mnist.test.images[:LINUX_IMAGES]
     arm_digits, arm_probs = boards.classify_linux(model_dir, images, boards.AARCH64)
     x86_digits, x86_probs = boards.classify_linux(model_dir, images, boards.HOST)
     expected = python_probs[scheme]
     np.testing.assert_array_equal(arm_digits, x86_digits)
-    np.testing.assert_array_equal(arm_digits, expected.argmax(1))
+    np.testing.assert_array_equal(arm_digits, answers(expected, rule(scheme)))
+    assert (arm_digits[LINUX_IMAGES:] == NOT_A_DIGIT).mean() > 0.5  # the rule decided, on Arm as in Python
     np.testing.assert_allclose(arm_probs, expected, rtol=0, atol=LINUX_ATOL)
     np.testing.assert_allclose(arm_probs, x86_probs, rtol=0, atol=LINUX_ATOL)
 
@@ -86,6 +101,8 @@ def test_aarch64_linux_classifies_like_x86_and_the_python_runtime(board_dirs, py
 def test_the_board_program_classifies_like_the_python_runtime(board_dirs, python_probs, scheme, board, flags):
     board_dir = board_dirs[scheme, board]
     expected = python_probs[scheme][:BOARD_IMAGES]
+    said = [answer(p, rule(scheme)) for p in expected]
+    digits = [NOT_A_DIGIT if a.digit is None else a.digit for a in said]
 
     # the documented command, as a person runs it: one line per image, then the sizes
     done = subprocess.run(["make", "-s", "-C", str(board_dir), "run"], capture_output=True, text=True, timeout=900)
@@ -94,14 +111,15 @@ def test_the_board_program_classifies_like_the_python_runtime(board_dirs, python
     printed = [RESULT_LINE.match(line) for line in lines[:BOARD_IMAGES]]
     assert all(printed), lines
     assert [int(m.group(1)) for m in printed] == list(range(BOARD_IMAGES))
-    np.testing.assert_array_equal([int(m.group(2)) for m in printed], expected.argmax(1))
+    np.testing.assert_array_equal([int(m.group(2)) for m in printed], digits)
     shown = np.array([float(m.group(3)) for m in printed])
-    np.testing.assert_allclose(shown, expected.max(1), rtol=0, atol=BOARD_ATOL + 0.5 * 10**-PRINTED_DECIMALS)
+    confidence = [a.confidence for a in said]
+    np.testing.assert_allclose(shown, confidence, rtol=0, atol=BOARD_ATOL + 0.5 * 10**-PRINTED_DECIMALS)
     assert SIZE_LINE.match(lines[BOARD_IMAGES]), lines
 
     # every probability, bit for bit as the board computed it, and QEMU's instruction counts
     run = boards.run_board(board_dir, count=True)
-    np.testing.assert_array_equal(run.digits, expected.argmax(1))
+    np.testing.assert_array_equal(run.digits, digits)
     np.testing.assert_allclose(run.probs, expected, rtol=0, atol=BOARD_ATOL)
     assert len(run.instructions) == BOARD_IMAGES and min(run.instructions) > 0
     assert run.sizes["model_weights"] < run.sizes["flash"] <= boards.BOARDS[board].flash_bytes

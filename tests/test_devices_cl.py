@@ -23,8 +23,10 @@ TRAIN_STEPS = 8
 LOSS_RTOL = 1e-4
 # probabilities, CL vs CPU: float32 summation order; fp16 weights round through half precision; w8a8
 # rounds activations to int8, where float noise near a rounding boundary moves single integers (as in
-# the C export). The digits must be the same for every scheme.
-PROB_ATOL = {"fp32": 1e-5, "int8": 1e-5, "int4": 1e-5, "fp16": 5e-5, "w8a8": 5e-3}
+# the C export); the calibration temperature (0.54) scales logit differences by 1.8. The digits must be
+# the same for every scheme.
+PROB_ATOL = {"fp32": 1e-5, "int8": 1e-5, "int4": 1e-5, "fp16": 1e-4, "w8a8": 5e-3}
+ECE_ATOL = 1e-6  # the calibration error is a mean of such probabilities
 WITH_POCL = {**os.environ, "OCL_ICD_VENDORS": str(VENDORS)}
 
 CLASSIFY = """
@@ -98,7 +100,10 @@ def test_evaluate_on_opencl_gives_the_cpu_accuracy():
         for d in ("CPU", "CL")
     ]
     cpu, cl = (json.loads(r.stdout) for r in runs)
-    assert cl == cpu and cpu["images"] == 500
+    cpu_calibration, cl_calibration = cpu.pop("calibration"), cl.pop("calibration")
+    assert cl == cpu and cpu["images"] == 500  # accuracy, confusion, rejection: the same images
+    for key in ("ece", "ece_uncalibrated"):
+        assert abs(cl_calibration[key] - cpu_calibration[key]) <= ECE_ATOL
 
 
 def test_with_pocl_installed_the_measured_choice_is_still_the_cpu(tmp_path):

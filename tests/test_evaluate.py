@@ -4,7 +4,8 @@ import numpy as np
 from conftest import run_module
 
 from edgevit import weights
-from edgevit.evaluate import score
+from edgevit.answer import Reject
+from edgevit.evaluate import rejection, score
 
 
 def test_score_counts_confusion_and_per_class_recall():
@@ -21,7 +22,8 @@ def test_cli_json_is_one_object_consistent_with_the_table(interrupted_run):
     result = run_module("edgevit.evaluate", str(out), "--data", str(root / "data"), "--json")
     assert result.returncode == 0, result.stderr
     ev = json.loads(result.stdout)
-    assert set(ev) == {"accuracy", "per_class", "confusion", "images", "calibration"}
+    assert set(ev) == {"accuracy", "per_class", "confusion", "images", "calibration", "rejection"}
+    assert ev["rejection"] is None  # a model without a "not a digit" rule
     header = weights.read_header(out)  # the training run fitted the temperature on its held-out images
     assert ev["calibration"]["temperature"] == header.metadata["temperature"]["value"] > 0
     assert header.metadata["temperature"]["validation_images"] == 6  # a tenth of the 64 training images
@@ -39,3 +41,25 @@ def test_cli_refuses_a_non_weights_file_in_one_line(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"edgevit.evaluate: error: {tmp_path / 'digit.png'}: not a safetensors file (header length")
+
+
+def test_rejection_counts_digits_and_non_digits_by_kind():
+    eleven = lambda best, p: [*(p if d == best else (1 - p) / 10 for d in range(10)), (1 - p) / 10]  # noqa: E731
+    digits = np.array([eleven(3, 0.9), eleven(3, 0.4), eleven(5, 0.9), [0.0] * 10 + [1.0]], np.float32)
+    labels = np.array([3, 3, 4, 7])
+    negatives = np.array([[0.0] * 10 + [1.0], eleven(1, 0.3), eleven(2, 0.95)], np.float32)
+    r = rejection(digits, labels, Reject(10, 0.5), negatives, np.array([0, 0, 5]))
+    assert r.false_rejection == 0.5  # the unsure 3 and the one its class took
+    assert r.answered_accuracy == 0.5  # of the two answered: the 3 right, the 5 wrong
+    assert (r.negatives, r.negatives_rejected) == (3, 2 / 3)
+    assert r.per_kind == {"font": 1.0, "shape": 0.0}
+
+
+def test_cli_reports_rejection_on_the_bundled_non_digits(rejecting_weights):
+    result = run_module("edgevit.evaluate", str(rejecting_weights["class"]), "--limit", "50", "--json")
+    assert result.returncode == 0, result.stderr
+    r = json.loads(result.stdout)["rejection"]
+    assert r["false_rejection"] == 1.0 and r["negatives_rejected"] == 1.0  # this model rejects everything
+    assert r["negatives"] == 2996 and set(r["per_kind"]) == {"font", "handwritten", "scribble", "noise", "texture", "shape"}
+    table = run_module("edgevit.evaluate", str(rejecting_weights["threshold"]), "--limit", "50", "--no-negatives").stdout
+    assert 'test digits answered "not a digit": 100.00% of 50' in table and "non-digits" not in table

@@ -8,13 +8,17 @@ import pytest
 from conftest import ROOT, SHIPPED, run_module
 
 from edgevit import export
+from edgevit.answer import NOT_A_DIGIT, answer, answers
+from edgevit.data import load_negatives
 from edgevit.errors import EdgeViTError
 from edgevit.quant.files import quantize_file
 from edgevit.runtime import Classifier
 from edgevit.runtime.c import CModel
+from edgevit.weights import open_model_file, reject_of
 
 INT8 = ROOT / "weights" / "edgevit-mnist-int8.safetensors"
 N_IMAGES = 1000
+N_NEGATIVES = 300  # held-out non-digits, 50 of each kind: where the "not a digit" rule decides
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"]
 ARM64_SYSROOT = Path("/usr/aarch64-linux-gnu")
 
@@ -34,10 +38,27 @@ def exported(tmp_path_factory):
     return out
 
 
+def rule(weights: Path):
+    header, config, _, _ = open_model_file(weights)
+    return reject_of(header, config)
+
+
+def read_answers(lines: list[str]) -> np.ndarray:
+    """The digits main.c printed, "not a digit" as NOT_A_DIGIT."""
+    return np.array([NOT_A_DIGIT if line.startswith("not a digit") else int(line.split()[0]) for line in lines])
+
+
 @pytest.fixture(scope="module")
-def tinygrad_reference(mnist, tmp_path_factory):
-    """What the tinygrad runtime says about the first 1,000 test images, per scheme."""
-    images = mnist.test.images[:N_IMAGES].astype(np.float32)
+def images(mnist):
+    """The first 1,000 MNIST test images, then held-out non-digits as whole pixels (a PGM holds bytes)."""
+    negatives = np.clip(np.rint(load_negatives().images[:N_NEGATIVES]), 0, 255).astype(np.uint8)
+    return np.concatenate([mnist.test.images[:N_IMAGES], negatives])
+
+
+@pytest.fixture(scope="module")
+def tinygrad_reference(images, tmp_path_factory):
+    """What the tinygrad runtime says about `images`, per scheme."""
+    images = images.astype(np.float32)
     cache = tmp_path_factory.mktemp("jit-cache")
     schemes = (("fp32", SHIPPED), ("int8", INT8))
     return {name: Classifier(w, cache_dir=cache, device="CPU").predict(images) for name, w in schemes}
@@ -62,34 +83,46 @@ def test_export_writes_the_promised_files_and_sizes(exported):
 
 
 @pytest.mark.parametrize("compiler", ["gcc", "clang"])
-def test_c_program_matches_the_tinygrad_runtime(exported, tinygrad_reference, mnist, tmp_path, compiler):
+def test_c_program_matches_the_tinygrad_runtime(exported, tinygrad_reference, images, mnist, tmp_path, compiler):
     pgms = []
-    for i, image in enumerate(mnist.test.images[:N_IMAGES]):
+    for i, image in enumerate(images):
         pgms.append(tmp_path / f"{i}.pgm")
         pgms[-1].write_bytes(b"P5\n# an MNIST test image\n28 28\n255\n" + image.tobytes())
     for name, (weights, directory, _) in exported.items():
         program = tmp_path / f"edgevit-{name}"
         compile_c(compiler, program, directory / "main.c", directory / "edgevit_model.c", extra=["-lm"])
         lines = subprocess.run([program, *map(str, pgms)], capture_output=True, text=True, check=True).stdout.splitlines()
-        digits = np.array([int(line.split()[0]) for line in lines])
-        np.testing.assert_array_equal(digits, tinygrad_reference[name].probs.argmax(1))
+        said = read_answers(lines)
+        np.testing.assert_array_equal(said, answers(tinygrad_reference[name].probs, rule(weights)))
+        assert (said[N_IMAGES:] == NOT_A_DIGIT).mean() > 0.5  # the rule decided here, the same way in C
 
         library = tmp_path / f"lib-{name}.so"
         compile_c(compiler, library, directory / "edgevit_model.c", flags=["-fPIC", "-shared"], extra=["-lm"])
         clf = Classifier(weights, cache_dir=None)
-        probs, attention = CModel(library, clf.sha256, clf.config)(mnist.test.images[:N_IMAGES])
+        probs, attention = CModel(library.read_bytes(), str(library), clf.sha256, clf.config)(images)
         np.testing.assert_allclose(probs, tinygrad_reference[name].probs, atol=1e-4)
         np.testing.assert_allclose(attention, tinygrad_reference[name].attention, atol=1e-4)
-        assert (probs.argmax(1) == mnist.test.labels[:N_IMAGES]).mean() > 0.98
+        assert (probs[:N_IMAGES, :10].argmax(1) == mnist.test.labels[:N_IMAGES]).mean() > 0.98
 
 
-def test_single_image_program_output_and_bad_input(exported, mnist, tmp_path):
+def test_single_image_program_output_and_bad_input(exported, tinygrad_reference, images, mnist, tmp_path):
     _, directory, _ = exported["fp32"]
     subprocess.run(["make", "-s", "-C", str(directory)], check=True, capture_output=True)
     raw = tmp_path / "seven.raw"
     raw.write_bytes(mnist.test.images[0].tobytes())  # 784 raw bytes work as well as a PGM
     out = subprocess.run([directory / "edgevit", raw], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == str(mnist.test.labels[0]) and 0.5 < float(out[1]) <= 1.0 and len(out) == 2
+
+    # a non-digit: "not a digit" and the probability behind it; --always-digit names the likeliest digit
+    weights = exported["fp32"][0]
+    probs = tinygrad_reference["fp32"].probs
+    first = N_IMAGES + int(np.flatnonzero(answers(probs[N_IMAGES:], rule(weights)) == NOT_A_DIGIT)[0])
+    said = answer(probs[first], rule(weights))
+    raw.write_bytes(images[first].tobytes())
+    out = subprocess.run([directory / "edgevit", raw], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("not a digit ") and float(out.split()[3]) == pytest.approx(said.confidence, abs=1e-4)
+    out = subprocess.run([directory / "edgevit", "--always-digit", raw], capture_output=True, text=True, check=True).stdout
+    assert out.split()[0] == str(probs[first, :10].argmax())
 
     big = tmp_path / "big.pgm"
     big.write_bytes(b"P5 32 32 255\n" + bytes(32 * 32))
@@ -124,13 +157,15 @@ def test_c_runtime_is_built_once_cached_and_checked(mnist, tmp_path, tinygrad_re
     images = mnist.test.images[:20].astype(np.float32)
     first = Classifier(INT8, cache_dir=tmp_path, runtime="c", beam=0)
     np.testing.assert_allclose(first.predict(images).probs, tinygrad_reference["int8"].probs[:20], atol=1e-4)
-    assert first.cache_hits == [] and len(list(tmp_path.glob("*.so"))) == 1
+    assert first.cache_hits == [] and len(list(tmp_path.glob("*.lib"))) == 1
     second = Classifier(INT8, cache_dir=tmp_path, runtime="c", beam=0)
     second.predict(images[:1])
     assert second.cache_hits == [0]
     # a library exported from other weights is refused, not silently used
+    library = tmp_path / "int8.so"
+    library.write_bytes(second.library.image())
     with pytest.raises(EdgeViTError, match="exported from different weights"):
-        Classifier(SHIPPED, runtime="c", c_library=next(tmp_path.glob("*.so"))).predict(images[:1])
+        Classifier(SHIPPED, runtime="c", c_library=library).predict(images[:1])
     # the cache key holds the search width: a different one builds a different library
     assert Classifier(INT8, cache_dir=tmp_path, runtime="c", beam=1).library.key() != second.library.key()
     with pytest.raises(EdgeViTError, match="the C runtime runs on this CPU"):
@@ -180,7 +215,7 @@ def test_entry_points_say_what_went_wrong(exported, tmp_path):
     compile_c("gcc", program, tmp_path / "harness.c", directory / "edgevit_model.c", flags=[f"-I{directory}"], extra=["-lm"])
     out = subprocess.run([program], capture_output=True, text=True, check=True).stdout.split()
     assert out[:4] == ["-1", "-1", "-1", "2"]  # NULLs and a negative count refused; many returns how many it did
-    assert 0 <= int(out[4]) <= 9
+    assert 0 <= int(out[4]) <= NOT_A_DIGIT
 
 
 def test_generated_c_reads_like_a_program(exported):
@@ -216,7 +251,7 @@ def test_export_without_attention_saves_its_ram_and_still_classifies(tiny_weight
         [tmp_path / "lean" / "edgevit", *pgms], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     expected = Classifier(tiny_weights, cache_dir=None).predict(mnist.test.images[:20].astype(np.float32)).probs.argmax(1)
-    assert [int(line.split()[0]) for line in lines] == expected.tolist()
+    assert read_answers(lines).tolist() == expected.tolist()
     (tmp_path / "harness.c").write_text(HARNESS)
     program = tmp_path / "harness"
     compile_c(
@@ -228,3 +263,50 @@ def test_export_without_attention_saves_its_ram_and_still_classifies(tiny_weight
         extra=["-lm"],
     )
     assert subprocess.run([program], capture_output=True, text=True, check=True).stdout.split()[4] == "-2"
+
+
+def test_the_c_rule_answers_like_python_for_both_reasons(mnist, tmp_path):
+    """A small 11-class model whose rule rejects by its class on some images and by the threshold on
+    others: main.c gives edgevit.answer's answers and confidences on every one."""
+    from dataclasses import asdict
+
+    from tinygrad import Tensor
+    from tinygrad.nn.state import get_state_dict
+
+    from edgevit import weights
+    from edgevit.answer import DIGITS
+    from edgevit.model import ViT, ViTConfig
+
+    config = ViTConfig(dim=16, depth=2, heads=2, mlp_dim=32, num_classes=DIGITS + 1)
+    images = np.concatenate([mnist.test.images[:100], np.clip(np.rint(load_negatives().images[:100]), 0, 255)])
+    images = images.astype(np.uint8)
+
+    def save(bias: float, threshold: float) -> Path:
+        Tensor.manual_seed(3)
+        model = ViT(config)
+        model.head.bias = Tensor([0.0] * DIGITS + [bias])
+        path = tmp_path / f"rule-{bias:.3f}-{threshold:.3f}.safetensors"
+        meta = {"config": asdict(config), "preprocess": {"mean": 0.1307, "std": 0.3081}}
+        weights.save(path, get_state_dict(model), meta | {"reject": {"class": DIGITS, "threshold": threshold}})
+        return path
+
+    # the untrained model's own margins place the bias and the threshold inside its outputs
+    probs = Classifier(save(0.0, 0.0), cache_dir=None).predict(images.astype(np.float32)).probs
+    margin = np.log(probs[:, :DIGITS].max(1)) - np.log(probs[:, DIGITS])
+    path = save(float(np.quantile(margin, 0.3)), float(np.quantile(probs[:, :DIGITS].max(1), 0.4)))
+    probs = Classifier(path, cache_dir=None).predict(images.astype(np.float32)).probs
+    said = [answer(p, rule(path)) for p in probs]
+    reasons = {a.reason.split(":")[0] for a in said if a.digit is None}
+    assert reasons == {"class", "low confidence"} and any(a.digit is not None for a in said)
+
+    export.export(path, tmp_path / "c")
+    subprocess.run(["make", "-s", "-C", str(tmp_path / "c"), "edgevit"], check=True, capture_output=True)
+    pgms = []
+    for i, image in enumerate(images):
+        pgms.append(tmp_path / f"{i}.pgm")
+        pgms[-1].write_bytes(b"P5 28 28 255\n" + image.tobytes())
+    lines = subprocess.run([tmp_path / "c" / "edgevit", *pgms], capture_output=True, text=True, check=True).stdout
+    lines = lines.splitlines()
+    np.testing.assert_array_equal(read_answers(lines), answers(probs, rule(path)))
+    printed = np.array([float(line.split()[-2]) for line in lines])  # 4 decimals
+    np.testing.assert_allclose(printed, [a.confidence for a in said], atol=5e-5 + 1e-6)

@@ -19,7 +19,9 @@ FAKE_HEADER = """#include <stdint.h>
 #define EDGEVIT_PIXELS 784
 #define EDGEVIT_NUM_CLASSES 10
 #define EDGEVIT_ATTENTION_SIZE 4624
+#define EDGEVIT_NOT_A_DIGIT 10
 int edgevit_classify_pixels(const float pixels[EDGEVIT_PIXELS], float probs[EDGEVIT_NUM_CLASSES], float *attention);
+int edgevit_answer(const float probs[EDGEVIT_NUM_CLASSES], float *confidence);
 """
 FAKE_MODEL = """#include <math.h>
 #include <stddef.h>
@@ -28,6 +30,10 @@ int edgevit_classify_pixels(const float pixels[EDGEVIT_PIXELS], float probs[EDGE
   int i;
   for (i = 0; i < EDGEVIT_NUM_CLASSES; i++) probs[i] = exp2f(-pixels[i]) + sqrtf(pixels[i]) + truncf(pixels[i]);
   if (attention != NULL) attention[0] = pixels[0] > 0 ? INFINITY : NAN;
+  return 0;
+}
+int edgevit_answer(const float probs[EDGEVIT_NUM_CLASSES], float *confidence) {
+  if (confidence != NULL) *confidence = probs[0];
   return 0;
 }
 """

@@ -30,7 +30,7 @@ def test_a_few_steps_on_a_small_subset_lower_the_loss(mnist):
 def test_settings_and_data_are_checked(mnist):
     with pytest.raises(EdgeViTError, match="exceeds the 10 training images"):
         Trainer(TINY, TrainSettings(batch_size=16, limit=10), mnist).steps_per_epoch  # noqa: B018
-    with pytest.raises(EdgeViTError, match="must be at least 1"):
+    with pytest.raises(EdgeViTError, match="--epochs must be a whole number of at least 1, not 0"):
         TrainSettings(epochs=0)
 
 

@@ -9,6 +9,9 @@ Three groups, like the inputs users send:
   paper grain, blur, slight rotation, JPEG.
 
 `python tools/realworld.py OUTDIR [--per-group N]` writes LABEL_GROUP_INDEX.{png,jpg} files;
+`python tools/realworld.py --score WEIGHTS [--per-group N]` scores a weights file on them instead, per
+group: how often the likeliest digit is right, how often the answer is "not a digit" (a false
+rejection: every image here is a digit), and how often the answer edgevit-classify gives is right.
 `generate(...)` yields (group, label, encoded bytes) for tests.
 """
 
@@ -22,6 +25,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from edgevit.answer import NOT_A_DIGIT, answers
+from edgevit.cli import run
+from edgevit.errors import EdgeViTError
+from edgevit.preprocess import preprocess
+from edgevit.runtime import Classifier
+from edgevit.weights import reject_of
 
 FONT_GLOBS = ("/usr/share/fonts/**/*.ttf", "/usr/share/fonts/**/*.otf")
 NOT_DIGITS = ("symbol", "emoji", "dingbat", "math", "d050000l")  # fonts whose "digits" are pictures
@@ -100,18 +110,55 @@ def generate(per_group: int, seed: int = 0, family: str = "", mnist_offset: int 
             yield group, int(test.labels[j]), make(rng, test.images[j])
 
 
-def main() -> None:
+def score(weights: Path, per_group: int, seed: int, family: str) -> dict[str, dict[str, float]]:
+    """Group -> images, likeliest digit right, answered "not a digit", answer right (shares of images;
+    an image preprocessing refuses counts as neither right nor rejected)."""
+    samples, images = [], []
+    for i, (group, label, data) in enumerate(generate(per_group, seed, family)):
+        try:
+            images.append(preprocess(data, f"{group}-{i}"))
+            samples.append((group, label))
+        except EdgeViTError:
+            samples.append((group, -1))  # refused: no image goes to the model
+    classifier = Classifier(weights, cache_dir=None)
+    probs = classifier.predict(np.stack(images)).probs
+    said = answers(probs, reject_of(classifier.header, classifier.config))
+    groups = np.array([g for g, label in samples if label >= 0])
+    labels = np.array([label for _, label in samples if label >= 0])
+    out = {}
+    for group in GROUPS:
+        mine, total = groups == group, sum(g == group for g, _ in samples)
+        out[group] = {
+            "images": total,
+            "likeliest_right": float((probs[mine, :10].argmax(1) == labels[mine]).sum() / total),
+            "not_a_digit": float((said[mine] == NOT_A_DIGIT).sum() / total),
+            "answer_right": float((said[mine] == labels[mine]).sum() / total),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("out", type=Path)
+    p.add_argument("out", type=Path, nargs="?", help="directory to write the images to")
+    p.add_argument("--score", type=Path, metavar="WEIGHTS", help="score this weights file instead of writing images")
     p.add_argument("--per-group", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--family", default="", help="only fonts whose path contains this (e.g. dejavu)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if (args.out is None) == (args.score is None):
+        p.error("give an output directory or --score WEIGHTS")
+    if args.score:
+        print("| group | images | likeliest digit right | answered not a digit | answer right |\n|---|---|---|---|---|")
+        for group, r in score(args.score, args.per_group, args.seed, args.family).items():
+            shares = (r["likeliest_right"], r["not_a_digit"], r["answer_right"])
+            print(f"| {group} | {r['images']} | " + " | ".join(f"{100 * v:.2f}%" for v in shares) + " |")
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (group, label, data) in enumerate(generate(args.per_group, args.seed, args.family)):
         ext = "jpg" if data[:2] == b"\xff\xd8" else "png"
         (args.out / f"{label}_{group}_{i:04d}.{ext}").write_bytes(data)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run("realworld.py", main)

@@ -22,7 +22,7 @@ from edgevit.export import build, capture
 from edgevit.export.render import Model, render, template
 from edgevit.graph import probe_input
 from edgevit.quant import schemes
-from edgevit.weights import atomic_write, file_sha256, open_model_file
+from edgevit.weights import atomic_write, file_sha256, open_model_file, reject_of
 
 SOURCES = ("edgevit_model.c", "edgevit_model.h", "main.c", "Makefile")
 LIBRARY_BEAM = 2  # the C runtime's library is built from kernels searched this wide on this machine
@@ -62,8 +62,12 @@ def export(weights_path: str | os.PathLike, out_dir: str | os.PathLike, beam: in
         raise EdgeViTError(f"{out_dir} exists and is not a directory")
     if beam < 0:
         raise EdgeViTError(f"--beam must be 0 (no search) or more, not {beam}")
+    try:  # before the capture: a bad output fails in a second, not after minutes of search
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EdgeViTError(f"{out_dir}: cannot create the output directory ({e.strerror})") from None
     graph = capture.capture(header, config, scheme, probe_input(config, 1), beam, attention)
-    model = Model(config, mean, std, file_sha256(weights_path), weights_path.name)
+    model = Model(config, mean, std, file_sha256(weights_path), weights_path.name, reject=reject_of(header, config))
     if not attention:  # the header says what leaving the maps out saved: their buffer and the scores kept for it
         with_maps = capture.capture(header, config, scheme, probe_input(config, 1), beam, attention=True)
         model = replace(model, ram_with_attention=with_maps.ram_bytes)
@@ -73,7 +77,6 @@ def export(weights_path: str | os.PathLike, out_dir: str | os.PathLike, beam: in
         compiler = build.find_compiler().split()[0]
         note = f"{stack} bytes at most, measured with `{compiler} -O2 -fstack-usage` for {platform.machine()}"
         _, h = render(graph, replace(model, stack_note=note + " (other compilers and targets differ)", stack_bytes=stack))
-    out_dir.mkdir(parents=True, exist_ok=True)
     contents = {"edgevit_model.c": c, "edgevit_model.h": h, "main.c": template("main.c"), "Makefile": template("Makefile")}
     files = {}
     for name, text in contents.items():

@@ -223,7 +223,7 @@ def write_program(
 class BoardRun:
     """What the board program printed, parsed."""
 
-    digits: np.ndarray  # (N,) what edgevit_classify returned for each test image (negative: an error)
+    digits: np.ndarray  # (N,) what edgevit_classify returned for each image: 0-9, 10 not a digit, <0 an error
     probs: np.ndarray | None  # (N, classes) float32, bit for bit (NaN rows for errors); None unless exact
     sizes: dict[str, int]  # flash, ram, stack_reserved, stack_peak, model_weights, model_ram
     instructions: list[int]  # executed per classification, counted by QEMU; empty unless count

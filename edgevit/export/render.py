@@ -7,11 +7,12 @@ the model (weights, kernels, the memory plan, the calls) is generated here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
 
+from edgevit.answer import Reject
 from edgevit.errors import EdgeViTError
 from edgevit.export.plan import Buffer, Graph, arena_name
 from edgevit.internals import c_type
@@ -67,6 +68,7 @@ class Model:
     stack_note: str = "a few dozen bytes of locals in the entry points, plus the deepest kernel's"
     stack_bytes: int = 0
     ram_with_attention: int | None = None  # of the same model exported with its attention maps
+    reject: Reject = field(default_factory=Reject)  # when its answer is "not a digit"
 
 
 def render(graph: Graph, model: Model) -> tuple[str, str]:
@@ -86,7 +88,9 @@ def render(graph: Graph, model: Model) -> tuple[str, str]:
         saved = "" if model.ram_with_attention is None else f": {model.ram_with_attention - graph.ram_bytes} bytes less"
         attention_note = f"\n *          (exported without the attention maps{saved})"
     scratch = graph.role("scratch")
-    scale, mean, std = c_literal(np.dtype(np.float32), np.float32([1 / 255, model.mean, model.std]))
+    scale, mean, std, threshold = c_literal(
+        np.dtype(np.float32), np.float32([1 / 255, model.mean, model.std, model.reject.threshold])
+    )
     values = {
         "SOURCE_NAME": model.source_name,
         "MODEL_ID": model.model_id,
@@ -121,6 +125,8 @@ def render(graph: Graph, model: Model) -> tuple[str, str]:
         "MEAN": mean,
         "STD": std,
         "COPY_ATTENTION": _copy_attention(attention),
+        "REJECT_CLASS": -1 if model.reject.cls is None else model.reject.cls,
+        "REJECT_THRESHOLD": threshold,
     }
     return fill(template("edgevit_model.c"), values), fill(template("edgevit_model.h"), values)
 

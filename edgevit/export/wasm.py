@@ -24,6 +24,9 @@ SHIM = resources.files("edgevit.export") / "templates" / "wasm"
 NEWEST_FIRST = range(30, 13, -1)
 EXPORTS = (
     "edgevit_classify_pixels",
+    "edgevit_answer",
+    "edgevit_confidence_buffer",
+    "edgevit_not_a_digit",
     "edgevit_pixels_buffer",
     "edgevit_probs_buffer",
     "edgevit_attention_buffer",

@@ -13,6 +13,7 @@ from tinygrad import Tensor
 
 from edgevit.data import load_dataset, normalize
 from edgevit.errors import EdgeViTError
+from edgevit.files import check_writable
 from edgevit.model import ViTConfig, linear_layers
 from edgevit.quant.codec import DEFAULT_PERCENTILE, activation_scale
 from edgevit.quant.schemes import encode_tensors
@@ -57,13 +58,15 @@ def quantize_file(
     if out.exists() and out.resolve() == source.resolve():
         raise EdgeViTError(f"{out}: refusing to overwrite the input weights")
     header, config, _, (mean, std) = open_model_file(source, float_only=True)
+    check_writable(out)  # a bad output fails now, not after the calibration
     tensors = {k: v.numpy() for k, v in load_tensors(header).items() if k in header.model_tensors}
+    metrics = header.metadata.get("metrics")
     meta = {
         "scheme": scheme,
         "config": header.metadata["config"],
         "preprocess": header.metadata["preprocess"],
         "source_sha256": file_sha256(source),
-        "source_test_accuracy": header.metadata.get("metrics", {}).get("test_accuracy"),
+        "source_test_accuracy": metrics.get("test_accuracy") if isinstance(metrics, dict) else None,
     }
     for kept in ("temperature", "reject"):  # how to read the probabilities does not change with the scheme
         if kept in header.metadata:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import stat
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,10 +15,12 @@ import numpy as np
 from edgevit import internals
 from edgevit.errors import EdgeViTError
 from edgevit.export import LIBRARY_BEAM, build_library
+from edgevit.files import OTHERS_WRITE
 from edgevit.model import ViTConfig
 from edgevit.runtime.cache import Cache, cache_key, cpu_signature
 
 PARALLEL_MIN = 32  # batches at least this big are split over the cores
+MAX_LIBRARY_BYTES = 64 * 2**20  # the fp32 model's library is under 1 MiB
 
 
 def usable_cores() -> int:
@@ -27,41 +30,67 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _load(path: Path, sha256: str):
-    """`edgevit_classify_many` of the EdgeViT library at `path`, checked to come from the weights `sha256`."""
+def _load(path: Path, name: str, sha256: str):
+    """`edgevit_classify_many` of the library file at `path` (a private copy of `name`), checked to come
+    from the weights `sha256`."""
     try:
-        lib = ctypes.CDLL(str(path.resolve()))
+        lib = ctypes.CDLL(str(path))
         model_id, many = lib.edgevit_model_id, lib.edgevit_classify_many
     except (OSError, AttributeError) as e:
-        raise EdgeViTError(f"{path}: not a loadable EdgeViT C library ({e})") from None
+        raise EdgeViTError(f"{name}: not a loadable EdgeViT C library ({e})") from None
     model_id.restype = ctypes.c_char_p
-    if model_id().decode() != sha256:
-        raise EdgeViTError(f"{path} was exported from different weights (sha256 {model_id().decode()[:12]}...)")
+    if model_id().decode(errors="replace") != sha256:
+        raise EdgeViTError(f"{name} was exported from different weights (sha256 {model_id().decode(errors='replace')[:12]}...)")
     many.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
     many.restype = ctypes.c_int
     return many
 
 
+def read_own_library(path: str | os.PathLike) -> bytes:
+    """The bytes of a library the user names (`--c-library`): loading runs its code, so it must be a
+    regular file of this user's that nobody else can write, checked on the descriptor it is read from."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise EdgeViTError(f"{path}: not a regular file")
+            if st.st_uid != os.getuid() or st.st_mode & OTHERS_WRITE:
+                raise EdgeViTError(
+                    f"{path}: not loading a library that another user owns or can write (mode {st.st_mode & 0o777:o})"
+                )
+            return f.read(MAX_LIBRARY_BYTES + 1)
+    except OSError as e:
+        raise EdgeViTError(f"{path}: cannot read ({e.strerror})") from None
+
+
 class CModel:
     """A compiled EdgeViT library: (N, H, W) pixels -> probabilities and attention.
 
-    The library keeps its activations in static memory, so one copy runs one image at a time. Big
-    batches are split over `workers` threads, each calling its own copy of the library (dlopen of a
-    copied file gives fresh statics; ctypes releases the GIL during the call): one core each.
+    `image` is the library's bytes, already checked by the caller (the cache verified its sha256; a
+    user's own file its owner). Each copy is written to a fresh private temp directory and loaded from
+    there, so what is loaded is exactly what was checked. The library keeps its activations in static
+    memory, so one copy runs one image at a time. Big batches are split over `workers` threads, each
+    calling its own copy of the library (dlopen of another file gives fresh statics; ctypes releases
+    the GIL during the call): one core each.
     """
 
-    def __init__(self, library: str | os.PathLike, sha256: str, config: ViTConfig, workers: int = 1):
-        self.library, self.sha256, self.config, self.workers = Path(library), sha256, config, max(1, workers)
-        self._calls = [_load(self.library, sha256)]
+    def __init__(self, image: bytes, name: str, sha256: str, config: ViTConfig, workers: int = 1):
+        if len(image) > MAX_LIBRARY_BYTES:
+            raise EdgeViTError(f"{name}: over {MAX_LIBRARY_BYTES // 2**20} MiB: not an EdgeViT C library")
+        self.image, self.library, self.sha256, self.config, self.workers = image, name, sha256, config, max(1, workers)
+        self._calls: list = []
+        self._copies(1)
 
-    def _copies(self) -> list:
-        if len(self._calls) < self.workers:
-            image = self.library.read_bytes()
-            with tempfile.TemporaryDirectory(prefix="edgevit-lib-") as tmp:
-                for i in range(len(self._calls), self.workers):
-                    copy = Path(tmp) / f"worker{i}.so"
-                    copy.write_bytes(image)
-                    self._calls.append(_load(copy, self.sha256))  # mapped: the file may go
+    def _copies(self, count: int) -> list:
+        if len(self._calls) < count:
+            try:
+                with tempfile.TemporaryDirectory(prefix="edgevit-lib-") as tmp:  # mode 0700, ours
+                    for i in range(len(self._calls), count):
+                        copy = Path(tmp) / f"worker{i}.so"
+                        copy.write_bytes(self.image)
+                        self._calls.append(_load(copy, self.library, self.sha256))  # mapped: the file may go
+            except OSError as e:  # a full or read-only $TMPDIR
+                raise EdgeViTError(f"cannot copy {self.library} to {tempfile.gettempdir()} ({e.strerror or e})") from None
         return self._calls
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +107,7 @@ class CModel:
         if self.workers == 1 or len(x) < PARALLEL_MIN:
             run(self._calls[0], 0, len(x))
         else:
-            calls = self._copies()
+            calls = self._copies(self.workers)
             bounds = np.linspace(0, len(x), len(calls) + 1).astype(int)
             with ThreadPoolExecutor(len(calls)) as pool:
                 list(pool.map(run, calls, bounds[:-1], bounds[1:]))
@@ -86,7 +115,7 @@ class CModel:
 
 
 class CLibrary:
-    """The library for a weights file: one given, else the cached build, else a fresh build."""
+    """The library built for a weights file on this machine: cached, or built now."""
 
     def __init__(self, weights_path: Path, sha256: str, cache: Cache, beam: int | None = None):
         self.weights_path, self.sha256, self.cache = weights_path, sha256, cache
@@ -97,17 +126,19 @@ class CLibrary:
         # the library is compiled with -march=native: the CPU is part of its identity
         return cache_key(self.sha256, "C", f"beam={self.beam}", cpu_signature())
 
-    def path(self) -> Path:
-        """The library's file, built into the cache (or a directory living as long as this object)."""
+    def image(self) -> bytes:
+        """The library's bytes: the cached build (its sha256 checked before anything is loaded), else a
+        fresh build, stored in the cache."""
         internals.require("the C runtime")
-        if self.cache.enabled:
-            directory = self.cache.directory
-        else:
-            self._build_dir = tempfile.TemporaryDirectory(prefix="edgevit-c-")
-            directory = Path(self._build_dir.name)
-        library = directory / f"{self.key()}.so"
-        if library.is_file():
+        name = f"{self.key()}.lib"
+        entry = self.cache.load(name)
+        if entry is not None and entry[0].get("weights_sha256") == self.sha256:
             self.cache_hit = True
-        else:
-            build_library(self.weights_path, library, self.beam)
-        return library
+            return entry[1]
+        try:
+            with tempfile.TemporaryDirectory(prefix="edgevit-c-") as tmp:
+                image = build_library(self.weights_path, Path(tmp) / "libedgevit.so", self.beam).read_bytes()
+        except OSError as e:  # a full or read-only $TMPDIR
+            raise EdgeViTError(f"cannot build the C library in {tempfile.gettempdir()} ({e.strerror or e})") from None
+        self.cache.store(name, {"weights_sha256": self.sha256}, image)
+        return image

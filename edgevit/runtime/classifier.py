@@ -13,7 +13,7 @@ from edgevit.errors import EdgeViTError
 from edgevit.graph import padded_batches
 from edgevit.model import ViT
 from edgevit.quant.schemes import inference_layout
-from edgevit.runtime.c import CLibrary, CModel, usable_cores
+from edgevit.runtime.c import CLibrary, CModel, read_own_library, usable_cores
 from edgevit.runtime.cache import Cache, default_cache_dir
 from edgevit.runtime.jit import JOB, JitRunner, time_forward
 from edgevit.weights import build_model, file_sha256, open_model_file, temperature_of
@@ -84,8 +84,11 @@ class Classifier:
     def c_model(self) -> CModel:
         """The C runtime: `c_library`, else the cached build for these weights, else a fresh build."""
         if self._c_model is None:
-            library = self._c_library if self._c_library is not None else self.library.path()
-            self._c_model = CModel(library, self.sha256, self.config, usable_cores())
+            if self._c_library is not None:
+                image, name = read_own_library(self._c_library), str(self._c_library)
+            else:
+                image, name = self.library.image(), "the cached C library"
+            self._c_model = CModel(image, name, self.sha256, self.config, usable_cores())
         return self._c_model
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,8 @@ const RAMP = [
 ];
 const MEAN = "mean"; // the head selector's value for the mean over heads
 const CLS = 0; // the class token is token 0; patch p (0-based, row-major) is token p + 1
+const DIGITS = 10; // classes 0-9 are the digits; a model's class for "not a digit" comes next
+const NOT_A_DIGIT = "not a digit"; // the answer shown when the model takes the drawing for no digit
 
 // --- the model ----------------------------------------------------------------------------------
 /** Fetch model.json and the WebAssembly module; check they agree. */
@@ -49,8 +51,10 @@ async function loadModel() {
     pixels: view(exports.edgevit_pixels_buffer(), config.image_size ** 2),
     probs: view(exports.edgevit_probs_buffer(), config.num_classes),
     attention: view(exports.edgevit_attention_buffer(), attentionSize),
+    confidence: view(exports.edgevit_confidence_buffer(), 1),
   };
-  /** 784 pixels on [0, 255] -> {digit, probs, attention (flat copy), ms}. */
+  const notADigit = exports.edgevit_not_a_digit();
+  /** 784 pixels on [0, 255] -> {digit (null: not a digit), confidence, probs, attention (flat copy), ms}. */
   function run(pixels) {
     if (pixels.length !== buffers.pixels.length) {
       throw new RangeError(`expected ${buffers.pixels.length} pixels, got ${pixels.length}`);
@@ -58,9 +62,13 @@ async function loadModel() {
     buffers.pixels.set(pixels);
     const start = performance.now();
     const { pixels: p, probs, attention } = buffers; // WebAssembly takes their addresses in its memory
-    const digit = exports.edgevit_classify_pixels(p.byteOffset, probs.byteOffset, attention.byteOffset);
+    exports.edgevit_classify_pixels(p.byteOffset, probs.byteOffset, attention.byteOffset);
+    // the answer again, for its confidence: the same rule edgevit_classify_pixels applied
+    const answer = exports.edgevit_answer(probs.byteOffset, buffers.confidence.byteOffset);
     const ms = performance.now() - start;
-    return { digit, probs: Float32Array.from(probs), attention: Float32Array.from(attention), ms };
+    const digit = answer === notADigit ? null : answer;
+    const confidence = buffers.confidence[0];
+    return { digit, confidence, probs: Float32Array.from(probs), attention: Float32Array.from(attention), ms };
   }
   return { config, run };
 }
@@ -327,14 +335,16 @@ function setupPage(model) {
 
   function renderPrediction() {
     const { result } = state;
-    $("prediction").textContent = result ? config.labels[result.digit] : "\u2013";
+    $("prediction").textContent = result ? (result.digit === null ? NOT_A_DIGIT : config.labels[result.digit]) : "\u2013";
     const hint = state.inked ? "(not enough ink for a digit yet)" : "";
-    $("confidence").textContent = result ? `(${percent(result.probs[result.digit])} sure)` : hint;
+    $("confidence").textContent = result ? `(${percent(result.confidence)} sure)` : hint;
+    // the bar behind the answer: its digit's, or for "not a digit" the model's class for it when it has one
+    const best = result ? (result.digit ?? DIGITS) : -1;
     bars.forEach((bar, i) => {
       const p = result ? result.probs[i] : 0;
       bar.fill.style.width = `${(100 * p).toFixed(1)}%`;
       bar.value.textContent = result ? percent(p) : "";
-      bar.item.classList.toggle("best", !!result && i === result.digit);
+      bar.item.classList.toggle("best", i === best);
     });
     const times = [...state.times].sort((a, b) => a - b);
     $("timing").textContent = result
@@ -427,7 +437,7 @@ function setupPage(model) {
     `(${config.grid}\u00d7${config.grid} patches of ${config.patch_size}\u00d7${config.patch_size} pixels ` +
     `+ the class token), ` +
     `${config.scheme} weights, ${Math.round(config.wasm_bytes / 1024)} KiB of WebAssembly` +
-    (config.temperature ? `; probabilities calibrated with temperature ${config.temperature}` : "");
+    (config.temperature ? `; probabilities calibrated with temperature ${config.temperature.toPrecision(4)}` : "");
   renderPrediction();
   renderAttention();
   return { lastInput: () => (state.input ? Array.from(state.input) : null) };
@@ -446,11 +456,12 @@ ready.catch((error) => ($("status").textContent = `The model could not be loaded
 window.edgevit = {
   /** Resolves when the model is loaded and the page is set up. */
   ready,
-  /** 784 MNIST-style values (0-255, white on black) -> {digit, probs, attention[layer][head][query][key], ms}. */
+  /** 784 MNIST-style values (0-255, white on black) -> {digit (null: not a digit), confidence, probs,
+   * attention[layer][head][query][key], ms}: what `edgevit-classify --json` reports. */
   classify(pixels) {
     if (!model) throw new Error("the model is not loaded yet: await window.edgevit.ready");
-    const { digit, probs, attention, ms } = model.run(pixels);
-    return { digit, probs: Array.from(probs), attention: nest(attention, model.config), ms };
+    const { digit, confidence, probs, attention, ms } = model.run(pixels);
+    return { digit, confidence, probs: Array.from(probs), attention: nest(attention, model.config), ms };
   },
   /** The 784 values the model last saw from the pad (null before a digit was drawn). */
   lastInput: () => (page ? page.lastInput() : null),

@@ -46,16 +46,40 @@ static void edgevit_forward(void) {
 /* The training normalisation, in the same float32 steps as edgevit.data.normalize. */
 static float edgevit_normalize(float pixel) { return (pixel * @PIXEL_SCALE@ - @MEAN@) / @STD@; }
 
-/* The forward pass on edgevit_input, then the outputs copied out; returns the most likely class. */
-static int edgevit_run(float probs[EDGEVIT_NUM_CLASSES], float *attention) {
+/* first index of the largest of n values: numpy's argmax, so C and Python break ties alike */
+static int edgevit_argmax(const float *values, int n) {
   int i, best = 0;
-  edgevit_forward();
-  for (i = 0; i < EDGEVIT_NUM_CLASSES; i++) {
-    probs[i] = edgevit_probs[i];
-    if (probs[i] > probs[best]) best = i;
-  }
-@COPY_ATTENTION@
+  for (i = 1; i < n; i++)
+    if (values[i] > values[best]) best = i;
   return best;
+}
+
+int edgevit_best_digit(const float probs[EDGEVIT_NUM_CLASSES]) { return edgevit_argmax(probs, EDGEVIT_DIGITS); }
+
+int edgevit_answer(const float probs[EDGEVIT_NUM_CLASSES], float *confidence) {
+  int digit = edgevit_argmax(probs, EDGEVIT_DIGITS), answer = digit;
+  float behind = probs[digit];
+#if EDGEVIT_REJECT_CLASS >= 0
+  if (edgevit_argmax(probs, EDGEVIT_NUM_CLASSES) == EDGEVIT_REJECT_CLASS) {
+    if (confidence != NULL) *confidence = probs[EDGEVIT_REJECT_CLASS];
+    return EDGEVIT_NOT_A_DIGIT;
+  }
+#endif
+  if (probs[digit] < EDGEVIT_REJECT_THRESHOLD) {
+    answer = EDGEVIT_NOT_A_DIGIT;
+    behind = 1.0f - probs[digit];
+  }
+  if (confidence != NULL) *confidence = behind;
+  return answer;
+}
+
+/* The forward pass on edgevit_input, then the outputs copied out; returns the answer. */
+static int edgevit_run(float probs[EDGEVIT_NUM_CLASSES], float *attention) {
+  int i;
+  edgevit_forward();
+  for (i = 0; i < EDGEVIT_NUM_CLASSES; i++) probs[i] = edgevit_probs[i];
+@COPY_ATTENTION@
+  return edgevit_answer(probs, NULL);
 }
 
 int edgevit_classify_pixels(const float pixels[EDGEVIT_PIXELS], float probs[EDGEVIT_NUM_CLASSES], float *attention) {

@@ -30,12 +30,20 @@ extern "C" {
 #define EDGEVIT_RAM_BYTES @RAM_BYTES@
 #define EDGEVIT_STACK_BYTES @STACK_BYTES@
 
-/* What the entry points return instead of a digit when they cannot answer. */
+/* "Not a digit": the answer for an image the model does not take for a digit, because its class for
+ * non-digits (EDGEVIT_REJECT_CLASS, -1 if it has none) is the most likely, or because no digit is at
+ * least EDGEVIT_REJECT_THRESHOLD likely (0: never). The same rule as edgevit-classify. */
+#define EDGEVIT_DIGITS 10 /* classes 0-9 are the digits */
+#define EDGEVIT_NOT_A_DIGIT 10
+#define EDGEVIT_REJECT_CLASS @REJECT_CLASS@
+#define EDGEVIT_REJECT_THRESHOLD @REJECT_THRESHOLD@
+
+/* What the entry points return instead of an answer when they cannot give one. */
 #define EDGEVIT_ERROR_ARGUMENT (-1)     /* a required pointer is NULL, or count is negative */
 #define EDGEVIT_ERROR_NO_ATTENTION (-2) /* attention asked of a model exported without it */
 
-/* A 28x28 MNIST-style image (white digit on black, row-major, 0-255) -> the most likely class
- * (0-9), or EDGEVIT_ERROR_ARGUMENT. probs receives every class's probability. */
+/* A 28x28 MNIST-style image (white digit on black, row-major, 0-255) -> the digit (0-9),
+ * EDGEVIT_NOT_A_DIGIT, or EDGEVIT_ERROR_ARGUMENT. probs receives every class's probability. */
 int edgevit_classify(const uint8_t image[EDGEVIT_PIXELS], float probs[EDGEVIT_NUM_CLASSES]);
 
 /* The same from float pixels on [0, 255]. attention may be NULL; otherwise it receives
@@ -45,6 +53,14 @@ int edgevit_classify_pixels(const float pixels[EDGEVIT_PIXELS], float probs[EDGE
 /* count images one after another: pixels (count, EDGEVIT_PIXELS), probs (count, EDGEVIT_NUM_CLASSES),
  * attention NULL or (count, EDGEVIT_ATTENTION_SIZE). Returns count, or a negative EDGEVIT_ERROR_. */
 int edgevit_classify_many(const float *pixels, int count, float *probs, float *attention);
+
+/* The answer the entry points give for these probabilities: the digit (0-9) or EDGEVIT_NOT_A_DIGIT.
+ * confidence, unless NULL, receives the probability behind it: the digit's, or for "not a digit"
+ * the non-digit class's (when it decided) or 1 minus the likeliest digit's. */
+int edgevit_answer(const float probs[EDGEVIT_NUM_CLASSES], float *confidence);
+
+/* The likeliest digit, whatever the rule says (edgevit-classify --always-digit). */
+int edgevit_best_digit(const float probs[EDGEVIT_NUM_CLASSES]);
 
 /* The sha256 of the weights file this model was exported from. */
 const char *edgevit_model_id(void);

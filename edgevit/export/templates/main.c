@@ -1,6 +1,9 @@
 /* Example: classify 28x28 digits with the exported EdgeViT model.
  *
- *   ./edgevit digit.pgm [more.pgm ...]   prints "DIGIT PROBABILITY" (and the path when given several)
+ *   ./edgevit [--always-digit] digit.pgm [more.pgm ...]
+ *
+ * prints "DIGIT PROBABILITY", or "not a digit PROBABILITY" for an image the model takes for no digit
+ * (--always-digit: the likeliest digit instead), and the path when given several images.
  *
  * Input: a binary PGM (P5, 8-bit) of 28x28 pixels, or a raw file of exactly 784 bytes, white digit on
  * black as in MNIST. Other images need EdgeViT's preprocessing first (edgevit-classify does it).
@@ -74,21 +77,29 @@ static int read_image(const char *path, uint8_t image[EDGEVIT_PIXELS]) {
 
 int main(int argc, char **argv) {
   uint8_t image[EDGEVIT_PIXELS];
-  float probs[EDGEVIT_NUM_CLASSES];
-  int i, failed = 0;
-  if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-    fprintf(stderr, "usage: %s IMAGE.pgm [IMAGE.pgm ...]\n", argv[0]);
-    return argc < 2 ? 2 : 0;
+  float probs[EDGEVIT_NUM_CLASSES], confidence;
+  int i, first = 1, always_digit = 0, failed = 0;
+  if (argc > 1 && strcmp(argv[1], "--always-digit") == 0) {
+    always_digit = 1;
+    first = 2;
   }
-  for (i = 1; i < argc; i++) {
-    int digit;
+  if (argc <= first || strcmp(argv[first], "-h") == 0 || strcmp(argv[first], "--help") == 0) {
+    fprintf(stderr, "usage: %s [--always-digit] IMAGE.pgm [IMAGE.pgm ...]\n", argv[0]);
+    return argc <= first ? 2 : 0;
+  }
+  for (i = first; i < argc; i++) {
+    int answer;
     if (read_image(argv[i], image) != 0) {
       failed = 1;
       continue;
     }
-    digit = edgevit_classify(image, probs);
-    if (argc == 2) printf("%d %.4f\n", digit, probs[digit]);
-    else printf("%d %.4f %s\n", digit, probs[digit], argv[i]);
+    edgevit_classify(image, probs); /* its answer is edgevit_answer's, recomputed below with the confidence */
+    answer = always_digit ? edgevit_best_digit(probs) : edgevit_answer(probs, &confidence);
+    if (always_digit) confidence = probs[answer];
+    if (answer == EDGEVIT_NOT_A_DIGIT) printf("not a digit %.4f", confidence);
+    else printf("%d %.4f", answer, confidence);
+    if (argc - first > 1) printf(" %s", argv[i]);
+    printf("\n");
   }
   return failed;
 }

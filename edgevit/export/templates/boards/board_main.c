@@ -1,7 +1,8 @@
 /* EdgeViT bare metal: classifies the images compiled in from test_images.h and prints, over semihosting,
  *
- *   INDEX DIGIT PROBABILITY          one line per image: what edgevit_classify returned, and that class's
- *                                    probability with 6 decimals (a negative return is an error: no probability)
+ *   INDEX ANSWER PROBABILITY         one line per image: what edgevit_classify returned (a digit, or
+ *                                    EDGEVIT_NOT_A_DIGIT: 10) and the probability behind it with 6 decimals
+ *                                    (a negative return is an error: no probability)
  *   size flash=... ram=... ...       what the program occupies, then the peak stack measured while classifying
  *
  * and exits with status 0 (1 if the model refused an image). Built with -DBOARD_PRINT_BITS=1, each image
@@ -96,28 +97,28 @@ static uint32_t float_bits(float value) {
   return bits.u;
 }
 
-/* "INDEX DIGIT PROBABILITY" for image INDEX. DIGIT is whatever edgevit_classify returned, printed as
- * it is (a model may have a class for "not a digit" after the ten digits); the probability follows
- * only when it names a class. */
+/* "INDEX ANSWER PROBABILITY" for image INDEX: the answer edgevit_classify returned and the probability
+ * behind it (edgevit_answer's confidence); nothing after an error. */
 static void print_result(int index, int result, const float probs[EDGEVIT_NUM_CLASSES]) {
   int k;
+  float confidence;
   put_uint((uint32_t)index);
   put_text(" ");
   if (result < 0) {
     put_text("-");
     put_uint((uint32_t)-result);
-  } else {
-    put_uint((uint32_t)result);
+    flush_line();
+    return;
   }
-  if (result >= 0 && result < EDGEVIT_NUM_CLASSES) {
-    put_text(" ");
-    put_probability(probs[result]);
-    if (BOARD_PRINT_BITS)
-      for (k = 0; k < EDGEVIT_NUM_CLASSES; k++) {
-        put_text(" ");
-        put_hex(float_bits(probs[k]));
-      }
-  }
+  edgevit_answer(probs, &confidence); /* the same answer as result: only its confidence is wanted */
+  put_uint((uint32_t)result);
+  put_text(" ");
+  put_probability(confidence);
+  if (BOARD_PRINT_BITS)
+    for (k = 0; k < EDGEVIT_NUM_CLASSES; k++) {
+      put_text(" ");
+      put_hex(float_bits(probs[k]));
+    }
   flush_line();
 }
 
