@@ -37,7 +37,7 @@ from edgevit.resources import shipped_weights
 from edgevit.runtime import RUNTIMES, Classifier
 from edgevit.runtime.cache import Cache, default_cache_dir
 from edgevit.runtime.jit import JOB, time_forward
-from edgevit.weights import atomic_write, reject_of
+from edgevit.weights import atomic_write
 
 WEIGHTS_ENV = "EDGEVIT_WEIGHTS"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"}
@@ -113,7 +113,6 @@ def classify(
     `always_digit` answers the likeliest digit even where the model says "not a digit"."""
     # a bad weights file, backend or library fails the run before any image is read
     classifier = Classifier(weights, device=device, runtime=runtime, c_library=c_library, beam=beam)
-    reject = reject_of(classifier.header, classifier.config)
     results, images = [], []
     for name, path in expand_inputs(inputs):
         try:
@@ -129,7 +128,7 @@ def classify(
             if not np.isfinite(probs).all():  # an answer of "0 nan%" is no answer
                 r.error = "the model's output is not a number (its weights overflow on this image)"
                 continue
-            said = answer(probs, reject, always_digit)
+            said = answer(probs, classifier.reject, always_digit)
             r.digit, r.confidence, r.reason, r.probs = said.digit, said.confidence, said.reason, [float(p) for p in probs]
             if keep_attention:
                 r.image, r.attention = images[i], prediction.attention[:, i]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevit.errors import EdgeViTError
-from edgevit.resources import bundled_mnist, shipped
+from edgevit.resources import bundled_banks, bundled_mnist
 
 DATA_ENV = "EDGEVIT_DATA"
 MANIFEST = "SHA256SUMS"
@@ -47,7 +47,7 @@ SCALE_RANGE = (0.9, 1.1)
 MAX_SHEAR_DEG = 5.0
 
 TEST_NEGATIVES = "test-negatives"  # the held-out bank of non-digits, never trained or tuned on
-NEGATIVE_KINDS = ("font", "handwritten", "scribble", "noise", "texture", "shape")  # tools/negatives.py KINDS
+NEGATIVE_KINDS = ("font", "handwritten", "scribble", "noise", "texture", "shape")  # what tools/negatives.py draws
 
 
 @dataclass(frozen=True)
@@ -326,7 +326,7 @@ class Negatives:
 
 def load_negatives(directory: str | os.PathLike | None = None) -> Negatives:
     """The test split of the non-digit bank in `directory` (default: the bundled data/negatives)."""
-    root = Path(directory) if directory else shipped("data", "negatives")
+    root = Path(directory) if directory else bundled_banks()
     verify_manifest(root)
     images = read_idx(root / f"{TEST_NEGATIVES}-images-idx3-ubyte.gz")
     kinds = read_idx(root / f"{TEST_NEGATIVES}-kinds-idx1-ubyte.gz")

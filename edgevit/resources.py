@@ -39,3 +39,8 @@ def shipped_weights(name: str = DEFAULT_WEIGHTS) -> Path:
 
 def bundled_mnist() -> Path:
     return shipped("data", "mnist")
+
+
+def bundled_banks() -> Path:
+    """The banks of extra images, from tools/banks.py: non-digits and presented digits."""
+    return shipped("data", "negatives")

@@ -21,12 +21,11 @@ from edgevit.device import choose_device
 from edgevit.errors import EdgeViTError
 from edgevit.files import check_writable, remove_stale_temps
 from edgevit.model import ViTConfig
-from edgevit.resources import shipped
+from edgevit.resources import bundled_banks
 from edgevit.runtime.cache import Cache, default_cache_dir
 from edgevit.trainer import Bank, StepReport, Trainer, TrainSettings, time_training_step
 
 DEFAULT_OUT = Path("runs/edgevit-mnist.safetensors")
-BANKS = ("data", "negatives")  # the bundled banks of extra images, from tools/negatives.py
 MODEL_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dropout")
 SETTING_FLAGS = tuple(f.name for f in dataclasses.fields(TrainSettings))
 
@@ -105,7 +104,7 @@ def load_bank(directory: Path, name: str) -> Bank:
 
 def load_banks(directory: str | Path | None, settings: TrainSettings) -> dict[str, Bank]:
     """The banks the settings mix into batches."""
-    root = Path(directory) if directory else shipped(*BANKS)
+    root = Path(directory) if directory else bundled_banks()
     wanted = {"negatives": settings.negatives_per_batch, "positives": settings.positives_per_batch}
     return {name: load_bank(root, name) for name, per_batch in wanted.items() if per_batch}
 

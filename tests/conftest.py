@@ -127,3 +127,11 @@ def rejecting_weights(tmp_path_factory) -> dict[str, Path]:
         meta["reject"] = {"class": 10, "threshold": threshold}
         weights.save(out[reason], get_state_dict(model), meta)
     return out
+
+
+def reject_rule(weights: Path):
+    """The "not a digit" rule stored in a weights file."""
+    from edgevit.weights import open_model_file, reject_of
+
+    header, config, _, _ = open_model_file(weights)
+    return reject_of(header, config)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, reject_rule
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.common.actions import interaction
@@ -35,7 +35,6 @@ from edgevit.answer import NOT_A_DIGIT, answers
 from edgevit.data import load_negatives
 from edgevit.demo import server, site
 from edgevit.resources import shipped_weights
-from edgevit.weights import open_model_file, reject_of
 
 WEIGHTS = shipped_weights()
 SCREENSHOT = Path(os.environ.get("EDGEVIT_SCREENSHOT") or Path(tempfile.gettempdir()) / "edgevit-explorer.png")
@@ -178,11 +177,6 @@ def as_answers(digits: list) -> np.ndarray:
     return np.array([NOT_A_DIGIT if d is None else d for d in digits])
 
 
-def reject_rule():
-    header, config, _, _ = open_model_file(WEIGHTS)
-    return reject_of(header, config)
-
-
 # --- helpers -------------------------------------------------------------------------------------
 def open_page(driver, url: str) -> None:
     driver.get(url)
@@ -265,7 +259,7 @@ def test_classify_matches_python_runtime(page_results, classifier, mnist, measur
     measured["mnist_images"] = len(mnist)
     measured["max_prob_diff_vs_tinygrad"] = prob_diff
     measured["max_attention_diff_vs_tinygrad"] = attention_diff
-    assert (digits == answers(expected.probs, reject_rule())).all()
+    assert (digits == answers(expected.probs, reject_rule(WEIGHTS))).all()
     assert prob_diff <= PROB_TOLERANCE
     assert attention_diff <= ATTENTION_TOLERANCE
 
@@ -290,7 +284,7 @@ def test_not_a_digit_is_answered_as_in_python(driver, url, classifier, measured)
         images.reshape(-1).tolist(),
         images[0].size,
     )
-    rule, probs = reject_rule(), classifier.predict(images).probs
+    rule, probs = reject_rule(WEIGHTS), classifier.predict(images).probs
     expected = [answer(p, rule) for p in probs]
     digits = as_answers(out["digits"])
     measured["negatives_rejected_in_page"] = float((digits == NOT_A_DIGIT).mean())
@@ -357,7 +351,7 @@ def test_drawn_digit_matches_python_preprocessing_and_prediction(driver, url, cl
     page_input = last_input(driver)
     python_input = preprocess(pad_png(driver), "pad.png")
     diff = np.abs(page_input - python_input)
-    said = answers(classifier.predict(python_input[None]).probs, reject_rule())[0]
+    said = answers(classifier.predict(python_input[None]).probs, reject_rule(WEIGHTS))[0]
     python_digit = "not a digit" if said == NOT_A_DIGIT else str(said)
     measured[f"drawn_{intended}_{kind}"] = {
         "python_digit": python_digit,

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, SHIPPED
+from conftest import ROOT, SHIPPED, reject_rule
 
 from edgevit.answer import NOT_A_DIGIT, answer, answers
 from edgevit.data import load_negatives
@@ -17,7 +17,6 @@ from edgevit.errors import EdgeViTError
 from edgevit.export import boards
 from edgevit.quant.files import quantize_file
 from edgevit.runtime import Classifier
-from edgevit.weights import open_model_file, reject_of
 
 pytestmark = pytest.mark.devices
 
@@ -46,11 +45,6 @@ def export_cli(*args) -> subprocess.CompletedProcess:
         cwd=ROOT,
         timeout=600,
     )
-
-
-def rule(scheme: str):
-    header, config, _, _ = open_model_file(WEIGHTS[scheme])
-    return reject_of(header, config)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +85,7 @@ def test_aarch64_linux_classifies_like_x86_and_the_python_runtime(board_dirs, py
     x86_digits, x86_probs = boards.classify_linux(model_dir, images, boards.HOST)
     expected = python_probs[scheme]
     np.testing.assert_array_equal(arm_digits, x86_digits)
-    np.testing.assert_array_equal(arm_digits, answers(expected, rule(scheme)))
+    np.testing.assert_array_equal(arm_digits, answers(expected, reject_rule(WEIGHTS[scheme])))
     assert (arm_digits[LINUX_IMAGES:] == NOT_A_DIGIT).mean() > 0.5  # the rule decided, on Arm as in Python
     np.testing.assert_allclose(arm_probs, expected, rtol=0, atol=LINUX_ATOL)
     np.testing.assert_allclose(arm_probs, x86_probs, rtol=0, atol=LINUX_ATOL)
@@ -101,7 +95,7 @@ def test_aarch64_linux_classifies_like_x86_and_the_python_runtime(board_dirs, py
 def test_the_board_program_classifies_like_the_python_runtime(board_dirs, python_probs, scheme, board, flags):
     board_dir = board_dirs[scheme, board]
     expected = python_probs[scheme][:BOARD_IMAGES]
-    said = [answer(p, rule(scheme)) for p in expected]
+    said = [answer(p, reject_rule(WEIGHTS[scheme])) for p in expected]
     digits = [NOT_A_DIGIT if a.digit is None else a.digit for a in said]
 
     # the documented command, as a person runs it: one line per image, then the sizes

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, SHIPPED, run_module
+from conftest import ROOT, SHIPPED, reject_rule, run_module
 
 from edgevit import export
 from edgevit.answer import NOT_A_DIGIT, answer, answers
@@ -14,7 +14,6 @@ from edgevit.errors import EdgeViTError
 from edgevit.quant.files import quantize_file
 from edgevit.runtime import Classifier
 from edgevit.runtime.c import CModel
-from edgevit.weights import open_model_file, reject_of
 
 INT8 = ROOT / "weights" / "edgevit-mnist-int8.safetensors"
 N_IMAGES = 1000
@@ -36,11 +35,6 @@ def exported(tmp_path_factory):
         directory = tmp_path_factory.mktemp(f"c-{name}")
         out[name] = (weights, directory, export.export(weights, directory))
     return out
-
-
-def rule(weights: Path):
-    header, config, _, _ = open_model_file(weights)
-    return reject_of(header, config)
 
 
 def read_answers(lines: list[str]) -> np.ndarray:
@@ -93,7 +87,7 @@ def test_c_program_matches_the_tinygrad_runtime(exported, tinygrad_reference, im
         compile_c(compiler, program, directory / "main.c", directory / "edgevit_model.c", extra=["-lm"])
         lines = subprocess.run([program, *map(str, pgms)], capture_output=True, text=True, check=True).stdout.splitlines()
         said = read_answers(lines)
-        np.testing.assert_array_equal(said, answers(tinygrad_reference[name].probs, rule(weights)))
+        np.testing.assert_array_equal(said, answers(tinygrad_reference[name].probs, reject_rule(weights)))
         assert (said[N_IMAGES:] == NOT_A_DIGIT).mean() > 0.5  # the rule decided here, the same way in C
 
         library = tmp_path / f"lib-{name}.so"
@@ -116,8 +110,8 @@ def test_single_image_program_output_and_bad_input(exported, tinygrad_reference,
     # a non-digit: "not a digit" and the probability behind it; --always-digit names the likeliest digit
     weights = exported["fp32"][0]
     probs = tinygrad_reference["fp32"].probs
-    first = N_IMAGES + int(np.flatnonzero(answers(probs[N_IMAGES:], rule(weights)) == NOT_A_DIGIT)[0])
-    said = answer(probs[first], rule(weights))
+    first = N_IMAGES + int(np.flatnonzero(answers(probs[N_IMAGES:], reject_rule(weights)) == NOT_A_DIGIT)[0])
+    said = answer(probs[first], reject_rule(weights))
     raw.write_bytes(images[first].tobytes())
     out = subprocess.run([directory / "edgevit", raw], capture_output=True, text=True, check=True).stdout
     assert out.startswith("not a digit ") and float(out.split()[3]) == pytest.approx(said.confidence, abs=1e-4)
@@ -295,7 +289,7 @@ def test_the_c_rule_answers_like_python_for_both_reasons(mnist, tmp_path):
     margin = np.log(probs[:, :DIGITS].max(1)) - np.log(probs[:, DIGITS])
     path = save(float(np.quantile(margin, 0.3)), float(np.quantile(probs[:, :DIGITS].max(1), 0.4)))
     probs = Classifier(path, cache_dir=None).predict(images.astype(np.float32)).probs
-    said = [answer(p, rule(path)) for p in probs]
+    said = [answer(p, reject_rule(path)) for p in probs]
     reasons = {a.reason.split(":")[0] for a in said if a.digit is None}
     assert reasons == {"class", "low confidence"} and any(a.digit is not None for a in said)
 
@@ -307,6 +301,6 @@ def test_the_c_rule_answers_like_python_for_both_reasons(mnist, tmp_path):
         pgms[-1].write_bytes(b"P5 28 28 255\n" + image.tobytes())
     lines = subprocess.run([tmp_path / "c" / "edgevit", *pgms], capture_output=True, text=True, check=True).stdout
     lines = lines.splitlines()
-    np.testing.assert_array_equal(read_answers(lines), answers(probs, rule(path)))
+    np.testing.assert_array_equal(read_answers(lines), answers(probs, reject_rule(path)))
     printed = np.array([float(line.split()[-2]) for line in lines])  # 4 decimals
     np.testing.assert_allclose(printed, [a.confidence for a in said], atol=5e-5 + 1e-6)

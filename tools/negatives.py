@@ -42,10 +42,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from edgevit.data import NEGATIVE_KINDS as KINDS  # the order the test bank's kind labels index
 from edgevit.errors import EdgeViTError
 from edgevit.preprocess import preprocess
-
-KINDS = ("font", "handwritten", "scribble", "noise", "texture", "shape")
 
 # characters drawn in fonts (both splits); everything a human could read as a digit is left out
 UPPER = "AEFHKMNPRVWXY"

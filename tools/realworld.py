@@ -31,7 +31,6 @@ from edgevit.cli import run
 from edgevit.errors import EdgeViTError
 from edgevit.preprocess import preprocess
 from edgevit.runtime import Classifier
-from edgevit.weights import reject_of
 
 FONT_GLOBS = ("/usr/share/fonts/**/*.ttf", "/usr/share/fonts/**/*.otf")
 NOT_DIGITS = ("symbol", "emoji", "dingbat", "math", "d050000l")  # fonts whose "digits" are pictures
@@ -113,21 +112,22 @@ def generate(per_group: int, seed: int = 0, family: str = "", mnist_offset: int 
 def score(weights: Path, per_group: int, seed: int, family: str) -> dict[str, dict[str, float]]:
     """Group -> images, likeliest digit right, answered "not a digit", answer right (shares of images;
     an image preprocessing refuses counts as neither right nor rejected)."""
-    samples, images = [], []
+    totals = dict.fromkeys(GROUPS, 0)
+    groups, labels, images = [], [], []
     for i, (group, label, data) in enumerate(generate(per_group, seed, family)):
+        totals[group] += 1
         try:
             images.append(preprocess(data, f"{group}-{i}"))
-            samples.append((group, label))
         except EdgeViTError:
-            samples.append((group, -1))  # refused: no image goes to the model
+            continue  # refused: no image goes to the model
+        groups.append(group)
+        labels.append(label)
     classifier = Classifier(weights, cache_dir=None)
     probs = classifier.predict(np.stack(images)).probs
-    said = answers(probs, reject_of(classifier.header, classifier.config))
-    groups = np.array([g for g, label in samples if label >= 0])
-    labels = np.array([label for _, label in samples if label >= 0])
+    said, groups, labels = answers(probs, classifier.reject), np.array(groups), np.array(labels)
     out = {}
     for group in GROUPS:
-        mine, total = groups == group, sum(g == group for g, _ in samples)
+        mine, total = groups == group, totals[group]
         out[group] = {
             "images": total,
             "likeliest_right": float((probs[mine, :10].argmax(1) == labels[mine]).sum() / total),

@@ -16,7 +16,7 @@ from edgevit.quant.schemes import inference_layout
 from edgevit.runtime.c import CLibrary, CModel, read_own_library, usable_cores
 from edgevit.runtime.cache import Cache, default_cache_dir
 from edgevit.runtime.jit import JOB, JitRunner, time_forward
-from edgevit.weights import build_model, file_sha256, open_model_file, temperature_of
+from edgevit.weights import build_model, file_sha256, open_model_file, reject_of, temperature_of
 
 RUNTIMES = ("tinygrad", "c")
 SMALL_BATCH = 8  # fewer images than this run one by one through the batch-1 graph
@@ -58,6 +58,7 @@ class Classifier:
         self.header, self.config, self.scheme, (self.mean, self.std) = open_model_file(self.path)
         self.sha256 = file_sha256(self.path)
         self.temperature = temperature_of(self.header)
+        self.reject = reject_of(self.header, self.config)  # when an answer is "not a digit"
         self.cache = Cache(default_cache_dir() if cache_dir == "default" else cache_dir)
         self.runtime, self.beam = runtime, beam
         self._c_library = Path(c_library) if c_library is not None else None
