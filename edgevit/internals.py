@@ -29,7 +29,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 from tinygrad import Device, Tensor
@@ -216,8 +216,22 @@ def jit_outputs(jit) -> tuple[np.ndarray, ...] | None:
 
 
 # --- direct CPU replay ----------------------------------------------------------------------------
-# one kernel launch: the compiled function and one argument tuple per core it is split over
-Launch = tuple[object, list[tuple]]
+class HostBuffer(NamedTuple):
+    """One argument of a captured CPU kernel, in host memory that never moves."""
+
+    dtype: np.dtype
+    count: int  # elements
+    address: int
+    written: bool  # some kernel of the graph stores to it (an activation), else only read (a weight)
+
+
+class Launch(NamedTuple):
+    """One kernel launch: the compiled function and one argument tuple per core it is split over."""
+
+    fxn: object
+    per_core: list[tuple]
+    name: str  # tinygrad's function name
+    buffers: list[HostBuffer]  # its arguments, in order
 
 
 def cpu_launches(jit, inputs: tuple[Tensor, ...]) -> list[Launch] | None:
@@ -231,12 +245,15 @@ def cpu_launches(jit, inputs: tuple[Tensor, ...]) -> list[Launch] | None:
         return None
     launches = []
     try:
+        calls = []
         for call in jit.captured.linear.src:
             program = call.src[0]
             if program.op is not Ops.PROGRAM or any(v.expr != "core_id" for v in program.arg.vars):
                 return None
             resolved = resolve_params(call, tuple(t.uop.base for t in inputs))
-            bufs = [resolved[i].buffer.ensure_allocated() for i in program.arg.globals]
+            calls.append((program, [resolved[i].buffer.ensure_allocated() for i in program.arg.globals]))
+        written = {id(bufs[program.arg.globals.index(slot)]) for program, bufs in calls for slot in program.arg.outs}
+        for program, bufs in calls:
             runtime = get_runtime(bufs[0].device, program)
             if type(runtime).__name__ != "CPUProgram" or runtime.lvp:
                 return None
@@ -247,7 +264,10 @@ def cpu_launches(jit, inputs: tuple[Tensor, ...]) -> list[Launch] | None:
                 if "core_id" in runtime.runtimevars:
                     args[runtime.runtimevars["core_id"]] = tid
                 per_core.append(tuple(ctypes.c_uint64(a) for a in args))
-            launches.append((runtime.fxn, per_core))
+            buffers = [
+                HostBuffer(np.dtype(_to_np_dtype(b.dtype)), b.size, b.get_buf(b.device).va_addr, id(b) in written) for b in bufs
+            ]
+            launches.append(Launch(runtime.fxn, per_core, program.arg.function_name, buffers))
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
     return launches

@@ -21,6 +21,7 @@ LAYERS = [
     {"graph", "reference", "quant.files"},
     {
         "export.plan",
+        "export.int8",
         "export.render",
         "export.build",
         "export.capture",
@@ -29,7 +30,7 @@ LAYERS = [
         "export.boards",
         "export",
     },
-    {"runtime.cache", "runtime.replay", "runtime.jit", "runtime.c", "runtime.classifier", "runtime"},
+    {"runtime.cache", "runtime.int8", "runtime.replay", "runtime.jit", "runtime.c", "runtime.classifier", "runtime"},
     {"step", "trainer", "checkpoint", "evaluate", "classify", "train", "demo", "demo.site", "demo.server", "demo.cli"},
 ]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgevit.errors import EdgeViTError
-from edgevit.export import build, capture
+from edgevit.export import build, capture, int8
 from edgevit.export.render import Model, render, template
 from edgevit.graph import probe_input
 from edgevit.quant import schemes
@@ -66,7 +66,7 @@ def export(weights_path: str | os.PathLike, out_dir: str | os.PathLike, beam: in
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise EdgeViTError(f"{out_dir}: cannot create the output directory ({e.strerror})") from None
-    graph = capture.capture(header, config, scheme, probe_input(config, 1), beam, attention)
+    graph = int8.use_dot_products(capture.capture(header, config, scheme, probe_input(config, 1), beam, attention), config)
     model = Model(config, mean, std, file_sha256(weights_path), weights_path.name, reject=reject_of(header, config))
     if not attention:  # the header says what leaving the maps out saved: their buffer and the scores kept for it
         with_maps = capture.capture(header, config, scheme, probe_input(config, 1), beam, attention=True)

@@ -143,6 +143,9 @@ def _label_steps(steps: list[Step]) -> None:
             step.layer = "softmax over the classes"
         elif step.arguments[0].role == "attention":
             step.layer = "every layer's attention maps, out"
+        elif quantized := _quantizes_input_of(step):
+            step.layer = f"{quantized}: its input in int8"
+            _name(step.arguments[0], f"{quantized}.input", taken)
         elif following is None:
             groups.setdefault(("head", "softmax"), []).append(step)
         elif following.endswith(("ln1", "ln2")) or following == "norm":
@@ -158,6 +161,15 @@ def _label_steps(steps: list[Step]) -> None:
         for step, (name, what) in zip(members, names, strict=True):
             step.layer = f"{layer}: {what}"
             _name(step.arguments[0], f"{layer}.{name}", taken)
+
+
+def _quantizes_input_of(step: Step) -> str | None:
+    """The w8a8 layer whose input a weightless step rounds to int8: it writes int8 and reads that
+    layer's one input scale."""
+    scales = [b.label for b in step.arguments if b.role == "weight" and b.label.endswith(".input_scale")]
+    if step.arguments[0].dtype != np.int8 or len(scales) != 1:
+        return None
+    return scales[0].removesuffix(".input_scale")
 
 
 def _name(buf: Buffer, label: str, taken: set[str]) -> None:

@@ -47,6 +47,7 @@ class Graph:
     steps: list[Step]
     buffers: list[Buffer]
     arenas: dict[np.dtype, int] = field(default_factory=dict)  # scratch dtype -> elements
+    support: list[str] = field(default_factory=list)  # hand-written C templates the kernels call
 
     def role(self, role: str) -> list[Buffer]:
         return [b for b in self.buffers if b.role == role]

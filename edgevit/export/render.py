@@ -118,6 +118,7 @@ def render(graph: Graph, model: Model) -> tuple[str, str]:
         "WEIGHTS": "\n\n".join(_weight_array(b) for b in graph.role("weight")),
         "ARENAS": _arenas(graph),
         "IO_BUFFERS": "\n".join(f"static float {b.name}[{b.count}];" for b in (inp, probs, *attention)),
+        "SUPPORT_C": "".join(f"{template(name)}\n" for name in graph.support),
         "KERNELS_C": kernels_c,
         "ACTIVATIONS": _activations(graph),
         "CALLS": _calls(graph),

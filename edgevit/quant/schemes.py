@@ -139,8 +139,15 @@ def quantize_input(x: Tensor, input_scale: Tensor) -> Tensor:
 
 
 def w8a8_linear(x: Tensor, weight_t: Tensor, input_scale: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
-    """int8 x int8 -> int32 (int8 or int16 would overflow), rescaled to float once per output."""
-    acc = quantize_input(x, input_scale).matmul(weight_t, dtype=dtypes.int32)
+    """int8 x int8 -> int32 (int8 or int16 would overflow), rescaled to float once per output.
+
+    The quantized input and the int32 product are realized on their own, so the product is a kernel
+    that does nothing but an int8 matrix product: the input is quantized once rather than once per
+    output tile, and the C export can swap that kernel for one built on the CPU's int8 dot-product
+    instructions (`edgevit.export.int8`).
+    """
+    xq = quantize_input(x, input_scale).contiguous()
+    acc = xq.matmul(weight_t, dtype=dtypes.int32).contiguous()
     return acc.cast(dtypes.float32) * (input_scale * scale) + bias
 
 

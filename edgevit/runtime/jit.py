@@ -112,7 +112,7 @@ class JitRunner:
             self.cache.store_graph(self.key(batch), jit, self.sha256, self._probe(jit, batch))
         if self._replay_allowed and batch not in self._replays and self._inputs[batch][1] is not None:
             # the reused input still holds x: a replay must reproduce `out` from it exactly
-            self._replays[batch] = CPUReplay.build(jit, self._inputs[batch][0], out)
+            self._replays[batch] = CPUReplay.build(jit, self._inputs[batch][0], out, self.cache)
         return out
 
 

@@ -16,27 +16,40 @@ import numpy as np
 from tinygrad import Tensor
 
 from edgevit import internals
+from edgevit.runtime import int8
+from edgevit.runtime.c import usable_cores
+from edgevit.runtime.cache import Cache
 
 
 class CPUReplay:
     def __init__(self, launches: list[internals.Launch], outputs: tuple[np.ndarray, ...]):
         self.launches, self.outputs = launches, outputs  # outputs: views of the graph's output buffers
-        self.threads = max((len(per_core) for _, per_core in launches), default=1)
+        self.int8: int8.Int8Products | None = None  # the swapped int8 products this replay runs, if any
+        self.threads = max((len(launch.per_core) for launch in launches), default=1)
         self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
 
     @classmethod
-    def build(cls, jit, input_tensor: Tensor, expected: tuple[np.ndarray, ...]) -> CPUReplay | None:
+    def build(cls, jit, input_tensor: Tensor, expected: tuple[np.ndarray, ...], cache: Cache | None = None) -> CPUReplay | None:
         """The replay of a captured `jit` whose input is `input_tensor`, or None where there is none:
         another backend, launch variables, or a replay that does not reproduce `expected` (what
-        tinygrad computed from the input now in `input_tensor`) bit for bit."""
+        tinygrad computed from the input now in `input_tensor`) bit for bit.
+
+        Given a `cache`, the graph's int8 products (w8a8) run on the CPU's dot-product instructions
+        (`runtime.int8`) where that replay too reproduces `expected` bit for bit.
+        """
         launches, outputs = internals.cpu_launches(jit, (input_tensor,)), internals.jit_outputs(jit)
         if launches is None or outputs is None:
             return None
-        replay = cls(launches, outputs)
-        return replay if all(np.array_equal(a, b) for a, b in zip(replay(), expected, strict=True)) else None
+        swapped = int8.swap(launches, cache, usable_cores()) if cache is not None else None
+        for candidate in ([swapped.launches] if swapped else []) + [launches]:
+            replay = cls(candidate, outputs)
+            if all(np.array_equal(a, b) for a, b in zip(replay(), expected, strict=True)):
+                replay.int8 = swapped if candidate is not launches else None  # keeps their buffers alive
+                return replay
+        return None
 
     def __call__(self) -> tuple[np.ndarray, ...]:
-        for fxn, per_core in self.launches:
+        for fxn, per_core, *_ in self.launches:
             if len(per_core) == 1:
                 fxn(*per_core[0])
                 continue

@@ -33,7 +33,7 @@ typedef char edgevit_int_is_32_bits[sizeof(int) == 4 && sizeof(float) == 4 ? 1 :
 @ARENAS@
 @IO_BUFFERS@
 
-/* ---- kernels, as tinygrad generated them ---- */
+@SUPPORT_C@/* ---- kernels, as tinygrad generated them ---- */
 @KERNELS_C@
 
 /* The whole network on edgevit_input: @STEPS@ kernel calls. */
