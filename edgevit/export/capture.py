@@ -164,10 +164,11 @@ def _label_steps(steps: list[Step]) -> None:
 
 
 def _quantizes_input_of(step: Step) -> str | None:
-    """The w8a8 layer whose input a weightless step rounds to int8: it writes int8 and reads that
-    layer's one input scale."""
+    """The w8a8 layer whose input a step does nothing but round to int8: it writes int8 from one
+    activation and that layer's input scale. (Steps that also compute, like the attention's weighted
+    sum of the Values, are named for what they compute.)"""
     scales = [b.label for b in step.arguments if b.role == "weight" and b.label.endswith(".input_scale")]
-    if step.arguments[0].dtype != np.int8 or len(scales) != 1:
+    if step.arguments[0].dtype != np.int8 or len(scales) != 1 or len(step.arguments) != 3:
         return None
     return scales[0].removesuffix(".input_scale")
 
