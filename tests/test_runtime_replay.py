@@ -38,3 +38,15 @@ def test_a_replay_that_would_not_reproduce_tinygrads_outputs_is_never_used(tiny_
     right = tuple(t.numpy() for t in outputs)
     assert CPUReplay.build(jit, x, right) is not None
     assert CPUReplay.build(jit, x, tuple(np.ones_like(a) for a in right)) is None
+
+
+def test_profile_times_every_launch_and_leaves_an_inference_replay_working(tiny_weights, mnist):
+    clf = Classifier(tiny_weights, cache_dir=None, device="CPU")
+    images = mnist.test.images[:1].astype(np.float32)
+    before = clf.predict(images).probs
+    replay = clf.jit.replay(1)
+    profile = replay.profile(repeats=2)
+    assert set(profile) == {launch.name for launch in replay.launches}
+    assert sum(count for _, count in profile.values()) == len(replay.launches)
+    assert all(seconds > 0 for seconds, _ in profile.values())
+    np.testing.assert_array_equal(clf.predict(images).probs, before)

@@ -10,6 +10,7 @@ replay runs the parts one after another.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -47,6 +48,21 @@ class CPUReplay:
                 replay.int8 = swapped if candidate is not launches else None  # keeps their buffers alive
                 return replay
         return None
+
+    def profile(self, repeats: int = 3) -> dict[str, tuple[float, int]]:
+        """Where a run's time goes: kernel name -> (seconds per run, launches per run), each launch
+        timed alone with its parts one after another (so the sum exceeds a parallel run's time).
+        Running the launches changes what the graph writes, as a run does."""
+        spent: dict[str, list] = {}
+        for _ in range(repeats):
+            for launch in self.launches:
+                start = time.perf_counter()
+                for args in launch.per_core:
+                    launch.fxn(*args)
+                entry = spent.setdefault(launch.name, [0.0, 0])
+                entry[0] += (time.perf_counter() - start) / repeats
+                entry[1] += 1
+        return {name: (seconds, count // repeats) for name, (seconds, count) in spent.items()}
 
     def __call__(self) -> tuple[np.ndarray, ...]:
         for fxn, per_core, *_ in self.launches:
