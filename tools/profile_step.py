@@ -17,12 +17,12 @@ from edgevit.cli import run
 from edgevit.data import load_dataset
 from edgevit.device import select_device
 from edgevit.errors import EdgeViTError
-from edgevit.model import ViTConfig
+from edgevit.resources import shipped_weights
 from edgevit.runtime.cache import Cache, default_cache_dir
 from edgevit.trainer import Trainer, TrainSettings
+from edgevit.weights import open_model_file
 
 WARMUP_STEPS = 4  # eager, capture, the switch to the direct replay, one more
-SHIPPED = ViTConfig(mlp_dim=144, num_classes=11)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         raise EdgeViTError("--batch-size and --steps must be at least 1, --beam at least 0")
     select_device("CPU")
     Cache(default_cache_dir())  # tinygrad's kernel-search results live in EdgeViT's private cache
-    trainer = Trainer(SHIPPED, TrainSettings(batch_size=args.batch_size, ema=args.ema), load_dataset())
+    _, config, _, _ = open_model_file(shipped_weights("edgevit-mnist.safetensors"))  # the shipped model's shape
+    trainer = Trainer(config, TrainSettings(batch_size=args.batch_size, ema=args.ema), load_dataset())
     trainer.beam = args.beam
     batches = [trainer.batch(0, i) for i in range(WARMUP_STEPS)]
     for x, y in batches:

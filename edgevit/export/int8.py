@@ -56,7 +56,7 @@ def use_dot_products(graph: Graph, config: ViTConfig) -> Graph:
                 Buffer(f"{name}_colsum", np.dtype(np.int32), n, "weight", w.sum(0, dtype=np.int32), f"{layer}.colsum"),
             )
         kernel = f"{PREFIX}_gemm_s8_{rows}x{k}x{n}"
-        graph.kernels.setdefault(kernel, _wrapper(kernel, rows, k, n))
+        graph.kernels.setdefault(kernel, _function(kernel, k, n, rows))
         step.kernel = kernel
         step.arguments = [out, x, *packed[id(weight)]]
     if packed:
@@ -82,20 +82,25 @@ def _int8_product(step: Step) -> str | None:
     return layer if suffix == "weight_t" else None
 
 
+def kernel_name(k: int, n: int) -> str:
+    """The runtime library's function for one (K, N): `(out, x, w, colsum, rows)`."""
+    return f"{PREFIX}_gemm_s8_{k}x{n}"
+
+
 def library_source(shapes: list[tuple[int, int]]) -> str:
-    """C for a shared library with `edgevit_gemm_s8_<K>x<N>(out, x, w, colsum, rows)` for each (K, N):
-    the tinygrad runtime's replay calls these (`edgevit.runtime.int8`)."""
-    functions = [
-        f"void {PREFIX}_gemm_s8_{k}x{n}(int *restrict out, const signed char *restrict x, const signed char *restrict w,\n"
-        f"    const int *restrict colsum, int rows) {{\n  edgevit_gemm_s8(out, x, w, colsum, rows, {k}, {n});\n}}\n"
-        for k, n in sorted(set(shapes))
-    ]
+    """C for a shared library with a `kernel_name(K, N)` function for each (K, N): the tinygrad
+    runtime's replay calls these (`edgevit.runtime.int8`) and splits their rows over the cores."""
+    functions = [_function(kernel_name(k, n), k, n) for k, n in sorted(set(shapes))]
     return "#include <stddef.h>\n" + template(SUPPORT) + "\n" + "\n".join(functions)
 
 
-def _wrapper(name: str, rows: int, k: int, n: int) -> str:
-    """The kernel for one shape: constant sizes let the compiler unroll the tiles."""
+def _function(name: str, k: int, n: int, rows: int | None = None) -> str:
+    """`edgevit_gemm_s8` at one shape: constant sizes let the compiler unroll the tiles. With `rows`
+    the export's static kernel; without, an exported function that takes the rows last."""
+    head = "static void" if rows is not None else "void"
+    rows_arg = "" if rows is not None else ", int rows"
     return (
-        f"static void {name}(int *restrict out, const signed char *restrict x, const signed char *restrict w,\n"
-        f"    const int *restrict colsum) {{\n  edgevit_gemm_s8(out, x, w, colsum, {rows}, {k}, {n});\n}}\n"
+        f"{head} {name}(int *restrict out, const signed char *restrict x, const signed char *restrict w,\n"
+        f"    const int *restrict colsum{rows_arg}) {{\n"
+        f"  edgevit_gemm_s8(out, x, w, colsum, {rows if rows is not None else 'rows'}, {k}, {n});\n}}\n"
     )

@@ -77,7 +77,8 @@ class Int8Products:
             w = _host_array(p.w).reshape(p.k, p.n)
             packed, colsum = int8.pack(w), w.sum(0, dtype=np.int32)
             self._keep += [packed, colsum]
-            fxn = getattr(library, f"{int8.PREFIX}_gemm_s8_{p.k}x{p.n}")
+            name = int8.kernel_name(p.k, p.n)
+            fxn = getattr(library, name)
             parts = cores if p.m >= MIN_ROWS_PER_CORE * cores else 1
             bounds = np.linspace(0, p.m, parts + 1).astype(int)
             per_core = [
@@ -90,14 +91,23 @@ class Int8Products:
                 )
                 for lo, hi in itertools.pairwise(bounds)
             ]
-            self.launches[p.index] = Launch(fxn, per_core, f"{int8.PREFIX}_gemm_s8_{p.k}x{p.n}", self.launches[p.index].buffers)
+            self.launches[p.index] = Launch(fxn, per_core, name, self.launches[p.index].buffers)
+
+
+_loaded: dict[str, ctypes.CDLL] = {}  # cache entry -> the library this process loaded from it
 
 
 def library(shapes: list[tuple[int, int]], cache: Cache) -> ctypes.CDLL:
-    """The kernels for `shapes` ((K, N) pairs), compiled for this CPU: from the cache (its sha256
-    checked before loading) or built now and stored."""
+    """The kernels for `shapes` ((K, N) pairs), compiled for this CPU: loaded once per process, from
+    the cache (its sha256 checked before loading) or built now and stored."""
     source = int8.library_source(shapes)
     name = cache_key("int8-gemm", hashlib.sha256(source.encode()).hexdigest(), cpu_signature()) + ".lib"
+    if name not in _loaded:
+        _loaded[name] = _load_or_build(name, source, cache)
+    return _loaded[name]
+
+
+def _load_or_build(name: str, source: str, cache: Cache) -> ctypes.CDLL:
     entry = cache.load(name)
     with tempfile.TemporaryDirectory(prefix="edgevit-int8-") as tmp:  # mode 0700, ours
         lib = Path(tmp) / "int8.so"
