@@ -86,12 +86,27 @@ def process_alive(pid: int) -> bool:
 
 def remove_stale_temps(target: Path) -> None:
     """Delete temp files of `target` left by processes of this user that died mid-write (killed, power
-    cut): their names carry the pid, and a pid that no longer runs will never finish its write."""
-    prefix = f".{target.name}."
-    with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
+    cut): their names carry the pid, and a pid that no longer runs will never finish its write.
+
+    A directory is listed once per process: `classify --attention DIR` writes a file per image into
+    one directory, and listing it for every write made N writes cost N listings of up to N entries."""
+    directory = os.path.abspath(target.parent)
+    if directory not in _dead_temps:
+        _dead_temps[directory] = _list_dead_temps(directory)
+    for path in _dead_temps[directory].pop(target.name, []):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+_dead_temps: dict[str, dict[str, list[str]]] = {}  # directory -> target name -> its dead writers' temp files
+
+
+def _list_dead_temps(directory: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
         for entry in entries:
-            pid = entry.name[len(prefix) : -len(TEMP_SUFFIX)]
-            if not (entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX) and pid.isdigit()):
+            name, _, pid = entry.name.removesuffix(TEMP_SUFFIX).rpartition(".")
+            if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX) and pid.isdigit() and name[1:]):
                 continue
             st = entry.stat(follow_symlinks=False)
             if (
@@ -100,8 +115,8 @@ def remove_stale_temps(target: Path) -> None:
                 and int(pid) != os.getpid()
                 and not process_alive(int(pid))
             ):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+                found.setdefault(name[1:], []).append(entry.path)
+    return found
 
 
 @contextlib.contextmanager

@@ -314,6 +314,10 @@ if AVAILABLE:
 
         supports_float4 = False
         has_threads = False
+        # BEAM's cache is keyed by the kernel, the device and this suffix: without one of its own, the
+        # export would replay opts searched for the tinygrad runtime's renderer, THREAD among them
+        # (a KernelOptError here once a runtime graph of the same shape had been searched)
+        suffix = "portable-c99"
         infinity, nan = "INFINITY", "NAN"
         code_for_op: ClassVar[dict] = {
             **ClangRenderer.code_for_op,

@@ -30,7 +30,17 @@ LAYERS = [
         "export.boards",
         "export",
     },
-    {"runtime.cache", "runtime.int8", "runtime.replay", "runtime.jit", "runtime.c", "runtime.classifier", "runtime"},
+    {
+        "runtime.cache",
+        "runtime.native",
+        "runtime.int8",
+        "runtime.launcher",
+        "runtime.replay",
+        "runtime.jit",
+        "runtime.c",
+        "runtime.classifier",
+        "runtime",
+    },
     {"step", "trainer", "checkpoint", "evaluate", "classify", "train", "demo", "demo.site", "demo.server", "demo.cli"},
 ]
 

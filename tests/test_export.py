@@ -166,6 +166,18 @@ def test_c_runtime_is_built_once_cached_and_checked(mnist, tmp_path, tinygrad_re
         Classifier(INT8, runtime="c", device="CPU")
 
 
+def test_big_batches_run_through_the_batch_library_with_the_same_answers(mnist, tmp_path, tinygrad_reference):
+    images = mnist.test.images[:40].astype(np.float32)  # at least PARALLEL_MIN: whole BATCHes, then the rest
+    clf = Classifier(SHIPPED, cache_dir=tmp_path, runtime="c", beam=0)
+    one_by_one = [clf.predict(images[i : i + 1]) for i in range(len(images))]
+    assert len(list(tmp_path.glob("*.lib"))) == 1  # small batches never build the batch library
+    got = clf.predict(images)
+    assert len(list(tmp_path.glob("*.lib"))) == 2
+    np.testing.assert_allclose(got.probs, np.concatenate([p.probs for p in one_by_one]), atol=1e-5)
+    np.testing.assert_allclose(got.attention, np.concatenate([p.attention for p in one_by_one], axis=1), atol=1e-5)
+    np.testing.assert_allclose(got.probs, tinygrad_reference["fp32"].probs[:40], atol=1e-4)
+
+
 def test_classify_cli_with_the_c_runtime(tmp_path):
     env = {**os.environ, "EDGEVIT_CACHE": str(tmp_path)}
     done = run_module("edgevit.classify", "--runtime", "c", str(ROOT / "samples" / "mnist-3.png"), env=env)

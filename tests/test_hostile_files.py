@@ -77,6 +77,18 @@ def test_temp_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "w.safetensors"]
 
 
+def test_many_writes_into_one_directory_list_it_once(tmp_path, monkeypatch):
+    dead = temp_path(tmp_path / "map-49.png", dead_pid())
+    dead.write_bytes(b"half")
+    listings = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: listings.append(path) or scandir(path))
+    for i in range(50):  # `classify --attention DIR`: a file per image
+        atomic_write(tmp_path / f"map-{i}.png", lambda tmp: tmp.write_bytes(b"x"))
+    assert len(listings) == 1 and not dead.exists()
+    assert len(list(tmp_path.iterdir())) == 50
+
+
 def test_check_writable_finds_a_bad_output_before_any_work(tmp_path):
     assert check_writable(tmp_path / "new" / "dir" / "w.safetensors") == tmp_path / "new" / "dir" / "w.safetensors"
     assert list((tmp_path / "new" / "dir").iterdir()) == []  # the probe file is gone

@@ -6,25 +6,41 @@ from edgevit.data import normalize
 from edgevit.graph import inference_graph
 from edgevit.quant.schemes import inference_layout
 from edgevit.runtime import Classifier
+from edgevit.runtime.c import usable_cores
+from edgevit.runtime.classifier import LANE_BATCH
 from edgevit.runtime.replay import CPUReplay
 from edgevit.weights import load_model
 
 
 def test_direct_cpu_replay_is_bit_identical_to_tinygrads_own(tiny_weights, tmp_path, mnist):
-    images = mnist.test.images[:12].astype(np.float32)
+    images = mnist.test.images[:40].astype(np.float32)  # 3 graphs of LANE_BATCH, the last padded
     fast = Classifier(tiny_weights, cache_dir=tmp_path, device="CPU")
     got_single = np.concatenate([fast.predict(images[i : i + 1]).probs for i in range(3)])
     got_batch = fast.predict(images)
-    assert all(isinstance(fast.jit.replay(b), CPUReplay) for b in (1, 64))
-    # the batched graph has kernels tinygrad splits over cores: the replay runs those in parallel
-    assert fast.jit.replay(64).threads > 1
+    assert isinstance(fast.jit.replay(1), CPUReplay)
+    # one graph a core, each replayed on one thread: the lanes run at the same time
+    lanes = fast.lanes
+    assert len(lanes) == min(3, usable_cores())
+    assert all(lane.replay(LANE_BATCH).threads == 1 for lane in lanes)
+    assert len({lane.replay(LANE_BATCH).outputs[0].ctypes.data for lane in lanes}) == len(lanes)  # buffers of their own
 
     slow = Classifier(tiny_weights, cache_dir=None, device="CPU", replay=False)  # tinygrad's own replay only
     np.testing.assert_array_equal(got_single, np.concatenate([slow.predict(images[i : i + 1]).probs for i in range(3)]))
     expected = slow.predict(images)
-    assert slow.jit.replay(64) is None
+    assert slow.lanes[0].replay(LANE_BATCH) is None
     np.testing.assert_array_equal(got_batch.probs, expected.probs)
     np.testing.assert_array_equal(got_batch.attention, expected.attention)
+
+
+def test_one_graph_of_a_big_batch_runs_the_kernels_tinygrad_split_over_cores_in_parallel(tiny_weights, mnist):
+    clf = Classifier(tiny_weights, cache_dir=None, device="CPU")
+    x = normalize(mnist.test.images[:64].astype(np.float32), clf.mean, clf.std).reshape(64, 1, 28, 28)
+    for _ in range(3):  # eager, capture, then the direct replay
+        got = clf.forward(x)
+    assert clf.jit.replay(64).threads > 1  # kernels tinygrad split over the cores, run at once
+    expected = Classifier(tiny_weights, cache_dir=None, device="CPU", replay=False).forward(x)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_replay_that_would_not_reproduce_tinygrads_outputs_is_never_used(tiny_weights, mnist):

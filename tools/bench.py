@@ -61,7 +61,8 @@ KEYS += ("max_logit_diff", "prediction_agreement")
 PEERS = {"pytorch": ("torch",), "onnxruntime": ("torch", "onnx", "onnxruntime"), "openvino": ("torch", "onnx", "openvino")}
 PEER_ROWS = (("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"))
 REFERENCES = ("numpy", *PEERS)  # the rows whose outputs are checked against EdgeViT's
-SEARCHED = 2  # the extra row: the tinygrad runtime with BEAM-searched kernels (`edgevit-classify --beam 2`)
+SEARCHED = 2  # the extra rows: the tinygrad runtime with BEAM-searched kernels (`edgevit-classify --beam 2`)
+SEARCHED_SCHEMES = ("fp32", "w8a8")
 IMAGES = 256  # test images every row runs: batches take the first 1, 64 or 256; the check takes all
 BATCHES = (64, 256)
 TRAIN_BATCH = 160  # the shipped recipe's batch: the searched row reuses the kernel search its training cached
@@ -168,10 +169,10 @@ class EdgeViTEngine(Engine):
         from edgevit.runtime import Classifier
 
         self.classifier = Classifier(spec.source, cache_dir=None, beam=spec.beam)
-        self.device, self.x = self.classifier.device, inputs.x
+        self.device, self.pixels = self.classifier.device, inputs.pixels
 
     def forward(self, batch: int) -> None:
-        self.classifier.forward(self.x[:batch])  # one compiled graph of exactly `batch` images
+        self.classifier.predict(self.pixels[:batch])  # as users classify: big batches run a graph on each core
 
     def training(self):
         from edgevit.trainer import Trainer
@@ -369,14 +370,16 @@ def write_training_batches(weights: Path, out: Path) -> str:
 def plan(files: dict, schemes: tuple[str, ...], peers: list[str], quick: bool, batches: str | None) -> list[Spec]:
     """The rows, references first. PyTorch (given `batches`) and fp32 EdgeViT train, EdgeViT both
     without a search and with it (as the shipped weights were trained: the first search of a training
-    step takes about 11 minutes on this machine, then comes from the cache); --quick trains nothing."""
+    step takes about 11 minutes on this machine, then comes from the cache); w8a8 EdgeViT also runs
+    searched. --quick trains nothing."""
     specs = [Spec("numpy", "fp32", str(files["numpy", "fp32"]))]
     for runtime, scheme in PEER_ROWS:
         if runtime in peers and (runtime, scheme) in files:
             trains = runtime == "pytorch" and batches is not None
             specs.append(Spec(runtime, scheme, str(files[runtime, scheme]), trains=trains, batches=batches if trains else None))
     specs += [Spec("edgevit", s, str(files["edgevit", s]), trains=s == "fp32" and not quick) for s in schemes]
-    specs += [] if quick else [Spec("edgevit", "fp32", str(files["edgevit", "fp32"]), beam=SEARCHED, trains=True)]
+    searched = [s for s in SEARCHED_SCHEMES if s in schemes] if not quick else []
+    specs += [Spec("edgevit", s, str(files["edgevit", s]), beam=SEARCHED, trains=s == "fp32") for s in searched]
     specs += [Spec("c", s, str(files["c", s])) for s in schemes if s in C_EXPORTABLE]
     return specs
 

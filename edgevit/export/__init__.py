@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgevit.errors import EdgeViTError
 from edgevit.export import build, capture, int8
-from edgevit.export.render import Model, render, template
+from edgevit.export.render import Model, render, render_batch, template
 from edgevit.graph import probe_input
 from edgevit.quant import schemes
 from edgevit.weights import atomic_write, file_sha256, open_model_file, reject_of
@@ -98,4 +98,22 @@ def build_library(weights_path: str | os.PathLike, library: str | os.PathLike, b
     with tempfile.TemporaryDirectory(prefix="edgevit-export-") as tmp:
         result = export(weights_path, tmp, beam=beam)
         atomic_write(library, lambda target: build.compile_library(result.files["edgevit_model.c"], target))
+    return Path(library)
+
+
+def build_batch_library(
+    weights_path: str | os.PathLike, library: str | os.PathLike, batch: int, beam: int = LIBRARY_BEAM
+) -> Path:
+    """The C runtime's throughput library: the graph captured for `batch` images at once, its kernels
+    tuned for this machine (`edgevit_classify_batch` in templates/edgevit_batch.c), compiled into
+    `library` (atomically)."""
+    weights_path = Path(weights_path)
+    header, config, scheme, (mean, std) = open_model_file(weights_path)
+    check_exportable(weights_path, scheme)
+    graph = int8.use_dot_products(capture.capture(header, config, scheme, probe_input(config, batch), beam), config)
+    model = Model(config, mean, std, file_sha256(weights_path), weights_path.name)
+    with tempfile.TemporaryDirectory(prefix="edgevit-export-") as tmp:
+        source = Path(tmp) / "edgevit_batch.c"
+        source.write_text(render_batch(graph, model, batch))
+        atomic_write(library, lambda target: build.compile_library(source, target))
     return Path(library)

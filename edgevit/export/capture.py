@@ -1,4 +1,4 @@
-"""Capture the batch-1 inference graph on tinygrad's CPU backend with portable C kernels, and take it
+"""Capture the inference graph on tinygrad's CPU backend with portable C kernels, and take it
 apart into a `plan.Graph`: kernels de-duplicated and renamed, buffers named after the model's layers,
 each step labelled with the layer it computes, scratch memory planned."""
 
@@ -24,9 +24,10 @@ CAPTURE_CALLS = 3
 def capture(
     header: WeightsHeader, config: ViTConfig, scheme: str, probe: np.ndarray, beam: int = 0, attention: bool = True
 ) -> Graph:
-    """Compile the batch-1 inference graph with portable C kernels and take it apart.
+    """Compile the inference graph with portable C kernels and take it apart.
 
-    `probe` is any normalised (1, 1, H, W) input to run the graph with. `beam` > 0 lets tinygrad
+    `probe` is any normalised (B, 1, H, W) input to run the graph with: the graph is for B images
+    (the export's is for 1). `beam` > 0 lets tinygrad
     search each kernel's loop shapes by timing them on this machine (cached by tinygrad on disk).
     `attention` False captures the probabilities alone.
     """

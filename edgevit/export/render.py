@@ -132,6 +132,40 @@ def render(graph: Graph, model: Model) -> tuple[str, str]:
     return fill(template("edgevit_model.c"), values), fill(template("edgevit_model.h"), values)
 
 
+def render_batch(graph: Graph, model: Model, batch: int) -> str:
+    """edgevit_batch.c: a graph captured for `batch` images, for the C runtime's throughput library."""
+    cfg = model.config
+    (inp,), (probs,), attention = graph.role("input"), graph.role("probs"), graph.role("attention")
+    layer_maps = cfg.heads * cfg.tokens**2
+    if inp.count != batch * cfg.image_size**2 or probs.count != batch * cfg.num_classes:
+        raise EdgeViTError(f"graph input/output sizes {inp.count}/{probs.count} do not match {batch} images of the model")
+    if [a.count for a in attention] != [cfg.depth * batch * layer_maps]:
+        raise EdgeViTError("the batch graph must have the attention maps")
+    scale, mean, std = c_literal(np.dtype(np.float32), np.float32([1 / 255, model.mean, model.std]))
+    values = {
+        "BATCH": batch,
+        "MODEL_ID": model.model_id,
+        "SOURCE_NAME": model.source_name,
+        "PIXELS": cfg.image_size**2,
+        "NUM_CLASSES": cfg.num_classes,
+        "DEPTH": cfg.depth,
+        "LAYER_MAPS": layer_maps,
+        "WEIGHTS": "\n\n".join(_weight_array(b) for b in graph.role("weight")),
+        "ARENAS": _arenas(graph),
+        "IO_BUFFERS": "\n".join(f"static float {b.name}[{b.count}];" for b in (inp, probs, *attention)),
+        "SUPPORT_C": "".join(f"{template(name)}\n" for name in graph.support),
+        "KERNELS_C": "\n".join(graph.kernels.values()),
+        "STEPS": len(graph.steps),
+        "ACTIVATIONS": _activations(graph),
+        "CALLS": _calls(graph),
+        "PIXEL_SCALE": scale,
+        "MEAN": mean,
+        "STD": std,
+        "ATTENTION": attention[0].name,
+    }
+    return fill(template("edgevit_batch.c"), values)
+
+
 def _weight_array(buf: Buffer) -> str:
     values = c_literal(buf.dtype, buf.data)
     lines = [", ".join(values[i : i + VALUES_PER_LINE]) for i in range(0, len(values), VALUES_PER_LINE)]

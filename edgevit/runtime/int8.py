@@ -12,20 +12,16 @@ is kept only where it reproduces tinygrad's outputs bit for bit (the sums are ex
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import itertools
 import math
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from edgevit.errors import EdgeViTError
 from edgevit.export import int8
-from edgevit.export.build import compile_library
 from edgevit.internals import HostBuffer, Launch
-from edgevit.runtime.cache import Cache, cache_key, cpu_signature
+from edgevit.runtime import native
+from edgevit.runtime.cache import Cache
 
 MIN_ROWS_PER_CORE = 64  # fewer rows than this run on one core: a thread hand-off costs more
 
@@ -94,33 +90,9 @@ class Int8Products:
             self.launches[p.index] = Launch(fxn, per_core, name, self.launches[p.index].buffers)
 
 
-_loaded: dict[str, ctypes.CDLL] = {}  # cache entry -> the library this process loaded from it
-
-
 def library(shapes: list[tuple[int, int]], cache: Cache) -> ctypes.CDLL:
-    """The kernels for `shapes` ((K, N) pairs), compiled for this CPU: loaded once per process, from
-    the cache (its sha256 checked before loading) or built now and stored."""
-    source = int8.library_source(shapes)
-    name = cache_key("int8-gemm", hashlib.sha256(source.encode()).hexdigest(), cpu_signature()) + ".lib"
-    if name not in _loaded:
-        _loaded[name] = _load_or_build(name, source, cache)
-    return _loaded[name]
-
-
-def _load_or_build(name: str, source: str, cache: Cache) -> ctypes.CDLL:
-    entry = cache.load(name)
-    with tempfile.TemporaryDirectory(prefix="edgevit-int8-") as tmp:  # mode 0700, ours
-        lib = Path(tmp) / "int8.so"
-        try:
-            if entry is None:
-                (Path(tmp) / "int8.c").write_text(source)
-                compile_library(Path(tmp) / "int8.c", lib)
-                cache.store(name, {}, lib.read_bytes())
-            else:
-                lib.write_bytes(entry[1])
-            return ctypes.CDLL(str(lib))  # mapped: the file may go
-        except OSError as e:  # a full or read-only $TMPDIR
-            raise EdgeViTError(f"cannot build the int8 kernels in {tempfile.gettempdir()} ({e.strerror or e})") from None
+    """The kernels for `shapes` ((K, N) pairs), compiled for this CPU."""
+    return native.library("int8-gemm", int8.library_source(shapes), cache)
 
 
 def swap(launches: list[Launch], cache: Cache, cores: int) -> Int8Products | None:

@@ -30,7 +30,8 @@ class JitRunner:
 
     `build_model` makes the model (only needed when a graph must be compiled); `sha256` names the
     weights in the cache; `beam` > 0 BEAM-searches kernels when compiling; `replay` False keeps
-    tinygrad's own replay (for comparisons).
+    tinygrad's own replay (for comparisons). `lane` > 0 is one of several runners whose graphs run at
+    the same time on different cores: graphs of its own (cached apart), replayed on one thread each.
     """
 
     def __init__(
@@ -43,8 +44,9 @@ class JitRunner:
         beam: int | None = None,
         replay: bool = True,
         temperature: float = 1.0,
+        lane: int = 0,
     ):
-        self.config, self.sha256, self.device, self.beam = config, sha256, device, beam
+        self.config, self.sha256, self.device, self.beam, self.lane = config, sha256, device, beam, lane
         self.temperature = temperature
         # a pickled graph is safe to load only where its buffers can be renumbered (see `model`)
         self.cache = cache if internals.AVAILABLE else Cache(None)
@@ -56,7 +58,9 @@ class JitRunner:
         self.cache_hits: list[int] = []  # batch sizes whose graph came from the cache
 
     def key(self, batch: int) -> str:
-        return cache_key(self.sha256, self.device, str(batch), f"beam={self.beam}")
+        return cache_key(
+            self.sha256, self.device, str(batch), f"beam={self.beam}", *([f"lane={self.lane}"] if self.lane else [])
+        )
 
     def replay(self, batch: int) -> CPUReplay | None:
         """The direct replay in use for `batch`, if any (after the first call of that batch size)."""
@@ -112,7 +116,7 @@ class JitRunner:
             self.cache.store_graph(self.key(batch), jit, self.sha256, self._probe(jit, batch))
         if self._replay_allowed and batch not in self._replays and self._inputs[batch][1] is not None:
             # the reused input still holds x: a replay must reproduce `out` from it exactly
-            self._replays[batch] = CPUReplay.build(jit, self._inputs[batch][0], out, self.cache)
+            self._replays[batch] = CPUReplay.build(jit, self._inputs[batch][0], out, self.cache, parallel=not self.lane)
         return out
 
 

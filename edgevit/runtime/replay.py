@@ -5,11 +5,13 @@ stats and converts every address again on each call: about 30 us per kernel, and
 73 kernels. Every address in a captured graph is fixed (weights, planned scratch, the reused input and
 the outputs), so `internals.cpu_launches` resolves them once and each call here is one ctypes call per
 kernel launch. A kernel tinygrad split over cores runs on all of them at once here, where tinygrad's
-replay runs the parts one after another.
+replay runs the parts one after another. Runs of launches go to the compiled `launcher`: one C call
+for the whole graph where nothing runs in parallel.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,20 +19,44 @@ import numpy as np
 from tinygrad import Tensor
 
 from edgevit import internals
-from edgevit.runtime import int8
+from edgevit.runtime import int8, launcher
 from edgevit.runtime.c import usable_cores
 from edgevit.runtime.cache import Cache
 
 
 class CPUReplay:
-    def __init__(self, launches: list[internals.Launch], outputs: tuple[np.ndarray, ...]):
-        self.launches, self.outputs = launches, outputs  # outputs: views of the graph's output buffers
+    """`launches` replayed, writing the graph's `outputs` (views of its output buffers).
+
+    `parallel` runs the parts of a kernel tinygrad split over cores on all of them at once; without it
+    they run one after another, so the whole graph is one launcher call on one thread (for replays
+    that themselves run one per core). `cache` keeps the compiled launcher.
+    """
+
+    def __init__(
+        self,
+        launches: list[internals.Launch],
+        outputs: tuple[np.ndarray, ...],
+        cache: Cache | None = None,
+        parallel: bool = True,
+    ):
+        self.launches, self.outputs = launches, outputs
         self.int8: int8.Int8Products | None = None  # the swapped int8 products this replay runs, if any
-        self.threads = max((len(launch.per_core) for launch in launches), default=1)
+        self.threads = max((len(launch.per_core) for launch in launches), default=1) if parallel else 1
         self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
+        cache = cache or Cache(None)
+
+        def in_c(launch: internals.Launch) -> bool:
+            return launcher.launchable(launch) and (len(launch.per_core) == 1 or not parallel)
+
+        self._steps: list[launcher.Run | internals.Launch] = []  # in order; a Launch is called from Python
+        for c, group in itertools.groupby(launches, in_c):
+            group = list(group)
+            self._steps += [launcher.Run(group, cache)] if c else group
 
     @classmethod
-    def build(cls, jit, input_tensor: Tensor, expected: tuple[np.ndarray, ...], cache: Cache | None = None) -> CPUReplay | None:
+    def build(
+        cls, jit, input_tensor: Tensor, expected: tuple[np.ndarray, ...], cache: Cache | None = None, parallel: bool = True
+    ) -> CPUReplay | None:
         """The replay of a captured `jit` whose input is `input_tensor`, or None where there is none:
         another backend, launch variables, or a replay that does not reproduce `expected` (what
         tinygrad computed from the input now in `input_tensor`) bit for bit.
@@ -41,9 +67,9 @@ class CPUReplay:
         launches, outputs = internals.cpu_launches(jit, (input_tensor,)), internals.jit_outputs(jit)
         if launches is None or outputs is None:
             return None
-        swapped = int8.swap(launches, cache, usable_cores()) if cache is not None else None
+        swapped = int8.swap(launches, cache, usable_cores() if parallel else 1) if cache is not None else None
         for candidate in ([swapped.launches] if swapped else []) + [launches]:
-            replay = cls(candidate, outputs)
+            replay = cls(candidate, outputs, cache, parallel)
             if all(np.array_equal(a, b) for a, b in zip(replay(), expected, strict=True)):
                 replay.int8 = swapped if candidate is not launches else None  # keeps their buffers alive
                 return replay
@@ -65,12 +91,13 @@ class CPUReplay:
         return {name: (seconds, count // repeats) for name, (seconds, count) in spent.items()}
 
     def __call__(self) -> tuple[np.ndarray, ...]:
-        for fxn, per_core, *_ in self.launches:
-            if len(per_core) == 1:
-                fxn(*per_core[0])
+        for step in self._steps:
+            if isinstance(step, launcher.Run):
+                step()
                 continue
-            others = [self._pool.submit(fxn, *args) for args in per_core[1:]]  # ctypes releases the GIL
-            fxn(*per_core[0])
+            others = [self._pool.submit(step.fxn, *args) for args in step.per_core[1:]] if self._pool else []
+            for args in step.per_core[: 1 if self._pool else None]:  # ctypes releases the GIL
+                step.fxn(*args)
             for done in others:
                 done.result()
         # copied out: the graph's output buffers are reused by every call

@@ -1,0 +1,65 @@
+"""edgevit.runtime.launcher: a table of launches run by one C call, in order, with every argument
+count up to MAX_ARGS, pointers and ints alike."""
+
+import ctypes
+
+import numpy as np
+import pytest
+
+from edgevit.internals import Launch
+from edgevit.runtime import launcher, native
+from edgevit.runtime.cache import Cache
+
+N = launcher.MAX_ARGS
+KERNELS = f"""
+#include <stdint.h>
+/* out[0] = the sum of n-1 int arguments */
+void sum_ints({", ".join(["int32_t *out"] + [f"int a{i}" for i in range(N - 1)])}) {{
+  out[0] = {" + ".join(f"a{i}" for i in range(N - 1))};
+}}
+/* out[i] = in[i] * k for i < count: reads what an earlier launch wrote */
+void scale(float *out, const float *in, int k, int count) {{
+  for (int i = 0; i < count; i++) out[i] = in[i] * (float)k;
+}}
+void fill(float *out, int count) {{
+  for (int i = 0; i < count; i++) out[i] = (float)(i + 1);
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    return native.library("launcher-test", KERNELS, Cache(None))
+
+
+def ptr(array: np.ndarray, offset: int = 0) -> ctypes.c_uint64:
+    return ctypes.c_uint64(array.ctypes.data + offset)
+
+
+def ints(*values: int) -> tuple:
+    return tuple(ctypes.c_int(v) for v in values)
+
+
+def test_a_run_calls_every_launch_in_order_with_all_its_arguments(kernels):
+    total = np.zeros(1, np.int32)
+    a, b = np.zeros(8, np.float32), np.zeros(8, np.float32)
+    terms = list(range(1, N))
+    split = [(ptr(b), ptr(a), *ints(3, 4)), (ptr(b, 16), ptr(a, 16), *ints(5, 4))]  # a launch split in two parts
+    launches = [
+        Launch(kernels.fill, [(ptr(a), *ints(8))], "fill", []),
+        Launch(kernels.scale, split, "scale", []),
+        Launch(kernels.sum_ints, [(ptr(total), *ints(*terms))], "sum_ints", []),
+    ]
+    run = launcher.Run(launches, Cache(None))
+    assert run.count == 4  # the parts of the split launch run one after another
+    run()
+    np.testing.assert_array_equal(a, np.arange(1, 9))
+    np.testing.assert_array_equal(b, np.float32([3, 6, 9, 12, 25, 30, 35, 40]))
+    assert total[0] == sum(terms)
+
+
+def test_a_launch_with_more_arguments_than_the_launcher_takes_is_refused(kernels):
+    wide = Launch(kernels.fill, [ints(*[0] * (N + 1))], "wide", [])
+    assert not launcher.launchable(wide)
+    with pytest.raises(ValueError, match="more than"):
+        launcher.Run([wide], Cache(None))
