@@ -128,7 +128,7 @@ def test_plan_puts_references_first_and_trains_only_outside_quick_runs():
     full = bench.plan(files, ("fp32", "int8", "w8a8"), ["pytorch"], False, "batches.npz")
     assert [s.name for s in full if s.trains] == ["pytorch fp32", "edgevit fp32", f"edgevit fp32 BEAM={bench.SEARCHED}"]
     assert next(s for s in full if s.runtime == "pytorch").batches == "batches.npz"
-    assert [s.name for s in full if s.beam] == [f"edgevit fp32 BEAM={bench.SEARCHED}"]
+    assert [s.name for s in full if s.beam] == [f"edgevit {s} BEAM={bench.SEARCHED}" for s in ("fp32", "w8a8")]
     assert [s.name for s in full if s.runtime == "c"] == ["c fp32", "c int8", "c w8a8"]
 
 
