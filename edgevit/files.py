@@ -89,33 +89,31 @@ def remove_stale_temps(target: Path) -> None:
     cut): their names carry the pid, and a pid that no longer runs will never finish its write.
 
     A directory is listed once per process: `classify --attention DIR` writes a file per image into
-    one directory, and listing it for every write made N writes cost N listings of up to N entries."""
+    one directory, and listing it for every write made N writes cost N listings of up to N entries.
+    A writer that dies after that listing leaves its temp file to the next process."""
     directory = os.path.abspath(target.parent)
     if directory not in _dead_temps:
         _dead_temps[directory] = _list_dead_temps(directory)
-    for path in _dead_temps[directory].pop(target.name, []):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+    for path, pid in _dead_temps[directory].pop(target.name, []):
+        if not process_alive(pid):  # again: the pid may have been reused since the listing
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
-_dead_temps: dict[str, dict[str, list[str]]] = {}  # directory -> target name -> its dead writers' temp files
+_dead_temps: dict[str, dict[str, list[tuple[str, int]]]] = {}  # directory -> target name -> dead writers' (temp, pid)
 
 
-def _list_dead_temps(directory: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
+def _list_dead_temps(directory: str) -> dict[str, list[tuple[str, int]]]:
+    found: dict[str, list[tuple[str, int]]] = {}
     with contextlib.suppress(OSError), os.scandir(directory) as entries:
         for entry in entries:
             name, _, pid = entry.name.removesuffix(TEMP_SUFFIX).rpartition(".")
             if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX) and pid.isdigit() and name[1:]):
                 continue
             st = entry.stat(follow_symlinks=False)
-            if (
-                stat.S_ISREG(st.st_mode)
-                and st.st_uid == os.getuid()
-                and int(pid) != os.getpid()
-                and not process_alive(int(pid))
-            ):
-                found.setdefault(name[1:], []).append(entry.path)
+            mine = stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
+            if mine and int(pid) != os.getpid() and not process_alive(int(pid)):
+                found.setdefault(name[1:], []).append((entry.path, int(pid)))
     return found
 
 

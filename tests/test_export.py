@@ -178,6 +178,22 @@ def test_big_batches_run_through_the_batch_library_with_the_same_answers(mnist, 
     np.testing.assert_allclose(got.probs, tinygrad_reference["fp32"].probs[:40], atol=1e-4)
 
 
+def test_a_batch_library_that_cannot_be_built_leaves_big_batches_to_the_batch_1_library(mnist, tmp_path, monkeypatch):
+    images = mnist.test.images[:40].astype(np.float32)
+    clf = Classifier(INT8, cache_dir=tmp_path, runtime="c", beam=0)
+    tries = []
+
+    def fails():
+        tries.append(1)
+        raise RuntimeError("a kernel search tinygrad refuses")
+
+    monkeypatch.setattr(clf.batch_library, "image", fails)
+    expected = np.concatenate([clf.predict(images[i : i + 1]).probs for i in range(len(images))])
+    for _ in range(2):
+        np.testing.assert_array_equal(clf.predict(images).probs, expected)  # the batch-1 library, image by image
+    assert len(tries) == 1  # given up on once, not rebuilt on every call
+
+
 def test_classify_cli_with_the_c_runtime(tmp_path):
     env = {**os.environ, "EDGEVIT_CACHE": str(tmp_path)}
     done = run_module("edgevit.classify", "--runtime", "c", str(ROOT / "samples" / "mnist-3.png"), env=env)

@@ -1,14 +1,16 @@
 """edgevit.runtime.launcher: a table of launches run by one C call, in order, with every argument
-count up to MAX_ARGS, pointers and ints alike."""
+count up to MAX_ARGS, pointers and ints alike; and a replay that keeps working without it."""
 
 import ctypes
 
 import numpy as np
 import pytest
 
+from edgevit.errors import EdgeViTError
 from edgevit.internals import Launch
-from edgevit.runtime import launcher, native
+from edgevit.runtime import Classifier, launcher, native
 from edgevit.runtime.cache import Cache
+from edgevit.runtime.classifier import LANE_BATCH
 
 N = launcher.MAX_ARGS
 KERNELS = f"""
@@ -63,3 +65,18 @@ def test_a_launch_with_more_arguments_than_the_launcher_takes_is_refused(kernels
     assert not launcher.launchable(wide)
     with pytest.raises(ValueError, match="more than"):
         launcher.Run([wide], Cache(None))
+
+
+def test_without_a_launcher_the_replay_calls_the_kernels_from_python(tiny_weights, mnist, monkeypatch):
+    images = mnist.test.images[:20].astype(np.float32)
+    expected = Classifier(tiny_weights, cache_dir=None, device="CPU", replay=False).predict(images)
+
+    def no_compiler(*args):
+        raise EdgeViTError("compiling C for this machine failed (cc ...): not this machine's compiler")
+
+    monkeypatch.setattr(native, "library", no_compiler)  # as with $CC a cross compiler
+    clf = Classifier(tiny_weights, cache_dir=None, device="CPU")
+    got = clf.predict(images)
+    assert clf.lanes[0].replay(LANE_BATCH) is not None
+    np.testing.assert_array_equal(got.probs, expected.probs)
+    np.testing.assert_array_equal(got.attention, expected.attention)

@@ -31,7 +31,7 @@ def run_compiler(cmd: list[str]) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EdgeViTError(f"compiling the exported model failed ({' '.join(cmd[:2])} ...): {last}")
+        raise EdgeViTError(f"compiling C for this machine failed ({' '.join(cmd[:2])} ...): {last}")
 
 
 def compile_library(source: Path, target: Path) -> None:

@@ -96,7 +96,7 @@ class CModel:
     ):
         self.library, self.sha256, self.config, self.workers = name, sha256, config, max(1, workers)
         self._images = {"edgevit_classify_many": _checked_size(image, name)}
-        self._batch_image = batch_image
+        self._batch_image = batch_image  # builds the batch library; None: none, or its build failed
         self._calls: dict[str, list] = {"edgevit_classify_many": [], "edgevit_classify_batch": []}
         self._copies("edgevit_classify_many", 1)
 
@@ -116,6 +116,17 @@ class CModel:
                 raise EdgeViTError(f"cannot copy {self.library} to {tempfile.gettempdir()} ({e.strerror or e})") from None
         return calls
 
+    def _batch_library_ready(self) -> bool:
+        """Whether the batch library is loaded, one copy a worker: built on the first call that needs it.
+        It only makes big batches faster, so a build that fails (no compiler for this machine, a kernel
+        search tinygrad refuses) leaves them to the batch-1 library, and is not tried again."""
+        if self._batch_image is not None and "edgevit_classify_batch" not in self._images:
+            try:
+                self._copies("edgevit_classify_batch", self.workers)
+            except Exception:  # any failure here only costs speed
+                self._batch_image = None
+        return len(self._calls["edgevit_classify_batch"]) >= self.workers
+
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W) pixels on [0, 255] -> probabilities (N, classes), attention (depth, N, heads, T, T)."""
         cfg = self.config
@@ -123,7 +134,7 @@ class CModel:
         probs = np.empty((len(x), cfg.num_classes), np.float32)
         attention = np.empty((len(x), cfg.depth, cfg.heads, cfg.tokens, cfg.tokens), np.float32)
 
-        batched = self._batch_image is not None and len(x) >= PARALLEL_MIN
+        batched = len(x) >= PARALLEL_MIN and self._batch_library_ready()
 
         def run(worker: int, lo: int, hi: int) -> None:
             """Images lo..hi on the worker's copies: BATCH at a time through the batch library if batched."""
@@ -140,8 +151,6 @@ class CModel:
             run(0, 0, len(x))
         else:
             self._copies("edgevit_classify_many", self.workers)
-            if batched:
-                self._copies("edgevit_classify_batch", self.workers)
             # whole BATCHes to each worker, the last one taking what is left
             bounds = [min(len(x), round(len(x) / BATCH * i / self.workers) * BATCH) for i in range(self.workers)] + [len(x)]
             with ThreadPoolExecutor(self.workers) as pool:

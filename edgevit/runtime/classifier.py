@@ -26,6 +26,7 @@ SMALL_BATCH = 8  # fewer images than this run one by one through the batch-1 gra
 # (w8a8, BEAM=2, one core): 0.103 ms at 16 and 0.105 at 32, where one graph of 256 spread over both
 # cores took 0.111 ms for each core's images: its activations outgrow the caches
 LANE_BATCH = 16
+OTHER_BATCH = 64  # on other backends (a GPU, OpenCL) one graph of 64 at a time, as before the lanes
 
 
 @dataclass
@@ -124,14 +125,20 @@ class Classifier:
             return Prediction(*self.c_model()(images))
         cfg = self.config
         if len(images) < SMALL_BATCH:
-            outputs = [self.jit(x) for x, _ in padded_batches(images, 1, self.mean, self.std)]
-        else:
-            batches = list(padded_batches(images, LANE_BATCH, self.mean, self.std))
-            outputs = [(p[:n], a[:, :n]) for (p, a), (_, n) in zip(self._run_lanes([x for x, _ in batches]), batches)]
+            size, run = 1, self._one_graph
+        elif self.device == "CPU":
+            size, run = LANE_BATCH, self._run_lanes
+        else:  # another backend: no lanes (they need the CPU's direct replay), bigger graphs
+            size, run = OTHER_BATCH, self._one_graph
+        batches = list(padded_batches(images, size, self.mean, self.std))
+        outputs = [(p[:n], a[:, :n]) for (p, a), (_, n) in zip(run([x for x, _ in batches]), batches, strict=True)]
         if not outputs:
             empty = np.zeros((cfg.depth, 0, cfg.heads, cfg.tokens, cfg.tokens), np.float32)
             return Prediction(np.zeros((0, cfg.num_classes), np.float32), empty)
         return Prediction(np.concatenate([p for p, _ in outputs]), np.concatenate([a for _, a in outputs], axis=1))
+
+    def _one_graph(self, xs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [self.jit(x) for x in xs]
 
     def _lane(self, index: int) -> JitRunner:
         while len(self._lanes) <= index:

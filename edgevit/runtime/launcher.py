@@ -7,9 +7,10 @@ arguments) built once per replay, so a run costs one ctypes call, and that call 
 all of it: replays of separate graphs run in parallel threads (`Classifier.predict` does, one graph a
 core).
 
-Every argument travels as a 64-bit integer, as the Python replay already passes them (`c_uint64`):
-the x86-64 and AArch64 calling conventions put pointer and int arguments in the same registers and
-8-byte stack slots, and a kernel reads an int from the low half.
+Every argument travels as a 64-bit integer, as tinygrad's own `CPUProgram` passes them (`c_uint64`):
+the x86-64 System V and Linux AArch64 calling conventions put pointer and int arguments in the same
+registers and 8-byte stack slots, and a kernel reads an int from the low half. A machine where the
+launcher cannot be built (no compiler for it) keeps the Python loop.
 """
 
 from __future__ import annotations

@@ -35,8 +35,6 @@ static void edgevit_forward(void) {
 
 static float edgevit_normalize(float pixel) { return (pixel * @PIXEL_SCALE@ - @MEAN@) / @STD@; }
 
-int edgevit_batch_size(void) { return EDGEVIT_BATCH; }
-
 /* EDGEVIT_BATCH images of float pixels on [0, 255] -> their probabilities and, unless attention is
  * NULL, their attention maps, image after image as edgevit_classify_many writes them. */
 int edgevit_classify_batch(const float *pixels, float *probs, float *attention) {
