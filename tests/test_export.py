@@ -178,9 +178,11 @@ def test_big_batches_run_through_the_batch_library_with_the_same_answers(mnist, 
     np.testing.assert_allclose(got.probs, tinygrad_reference["fp32"].probs[:40], atol=1e-4)
 
 
-def test_a_batch_library_that_cannot_be_built_leaves_big_batches_to_the_batch_1_library(mnist, tmp_path, monkeypatch):
+def test_a_batch_library_that_cannot_be_built_leaves_big_batches_to_the_batch_1_library(
+    tiny_weights, mnist, tmp_path, monkeypatch
+):
     images = mnist.test.images[:40].astype(np.float32)
-    clf = Classifier(INT8, cache_dir=tmp_path, runtime="c", beam=0)
+    clf = Classifier(tiny_weights, cache_dir=tmp_path, runtime="c", beam=0)
     tries = []
 
     def fails():
