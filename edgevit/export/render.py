@@ -92,6 +92,7 @@ def render(graph: Graph, model: Model) -> tuple[str, str]:
         np.dtype(np.float32), np.float32([1 / 255, model.mean, model.std, model.reject.threshold])
     )
     values = {
+        **_graph_values(graph),
         "SOURCE_NAME": model.source_name,
         "MODEL_ID": model.model_id,
         "WEIGHTS_BYTES": graph.weights_bytes,
@@ -113,15 +114,8 @@ def render(graph: Graph, model: Model) -> tuple[str, str]:
         "TOKENS": cfg.tokens,
         "HAS_ATTENTION": int(bool(attention)),
         "ATTENTION_SIZE": attention_size,
-        "STEPS": len(graph.steps),
         "KERNELS": len(graph.kernels),
-        "WEIGHTS": "\n\n".join(_weight_array(b) for b in graph.role("weight")),
-        "ARENAS": _arenas(graph),
         "IO_BUFFERS": "\n".join(f"static float {b.name}[{b.count}];" for b in (inp, probs, *attention)),
-        "SUPPORT_C": "".join(f"{template(name)}\n" for name in graph.support),
-        "KERNELS_C": kernels_c,
-        "ACTIVATIONS": _activations(graph),
-        "CALLS": _calls(graph),
         "PIXEL_SCALE": scale,
         "MEAN": mean,
         "STD": std,
@@ -143,6 +137,7 @@ def render_batch(graph: Graph, model: Model, batch: int) -> str:
         raise EdgeViTError("the batch graph must have the attention maps")
     scale, mean, std = c_literal(np.dtype(np.float32), np.float32([1 / 255, model.mean, model.std]))
     values = {
+        **_graph_values(graph),
         "BATCH": batch,
         "MODEL_ID": model.model_id,
         "SOURCE_NAME": model.source_name,
@@ -150,20 +145,26 @@ def render_batch(graph: Graph, model: Model, batch: int) -> str:
         "NUM_CLASSES": cfg.num_classes,
         "DEPTH": cfg.depth,
         "LAYER_MAPS": layer_maps,
-        "WEIGHTS": "\n\n".join(_weight_array(b) for b in graph.role("weight")),
-        "ARENAS": _arenas(graph),
         "IO_BUFFERS": "\n".join(f"static float {b.name}[{b.count}];" for b in (inp, probs, *attention)),
-        "SUPPORT_C": "".join(f"{template(name)}\n" for name in graph.support),
-        "KERNELS_C": "\n".join(graph.kernels.values()),
-        "STEPS": len(graph.steps),
-        "ACTIVATIONS": _activations(graph),
-        "CALLS": _calls(graph),
         "PIXEL_SCALE": scale,
         "MEAN": mean,
         "STD": std,
         "ATTENTION": attention[0].name,
     }
     return fill(template("edgevit_batch.c"), values)
+
+
+def _graph_values(graph: Graph) -> dict[str, object]:
+    """What both templates fill from the graph itself: weights, arenas, kernels and the calls."""
+    return {
+        "WEIGHTS": "\n\n".join(_weight_array(b) for b in graph.role("weight")),
+        "ARENAS": _arenas(graph),
+        "SUPPORT_C": "".join(f"{template(name)}\n" for name in graph.support),
+        "KERNELS_C": "\n".join(graph.kernels.values()),
+        "STEPS": len(graph.steps),
+        "ACTIVATIONS": _activations(graph),
+        "CALLS": _calls(graph),
+    }
 
 
 def _weight_array(buf: Buffer) -> str:
