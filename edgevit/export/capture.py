@@ -117,8 +117,10 @@ PREPARED = {
     "attention": [
         ("scores", "scores QK^T/sqrt(d), every head"),
         ("max", "softmax: row maxima"),
-        ("sum", "softmax: row sums of exp"),
-        ("mixed", "softmax(scores) V: each token's new value"),
+        ("exp", "softmax: exp(scores - max)"),
+        ("sum", "softmax: row sums"),
+        ("weights", "softmax: the attention weights"),
+        ("mixed", "attention weights x V: each token's new value"),
     ],
     "softmax": [("max", "softmax over the classes: maximum"), ("sum", "softmax over the classes: sum of exp")],
 }
