@@ -79,8 +79,8 @@ class CModel:
     `image` is the library's bytes, already checked by the caller (the cache verified its sha256; a
     user's own file its owner). Each copy is written to a fresh private temp directory and loaded from
     there, so what is loaded is exactly what was checked. The library keeps its activations in static
-    memory, so one copy runs one image at a time. Big batches are split over `workers` threads, each
-    calling its own copy of the library (dlopen of another file gives fresh statics; ctypes releases
+    memory, so one copy runs one image at a time. Big batches are split over `workers` threads, BATCH
+    images at a time, each calling its own copy of the library (dlopen of another file gives fresh statics; ctypes releases
     the GIL during the call): one core each. Given `batch_image` (a callable: the batch library is
     built the first time a big batch comes), they run BATCH images per call through it.
     """
@@ -98,6 +98,7 @@ class CModel:
         self._images = {"edgevit_classify_many": _checked_size(image, name)}
         self._batch_image = batch_image  # builds the batch library; None: none, or its build failed
         self._calls: dict[str, list] = {"edgevit_classify_many": [], "edgevit_classify_batch": []}
+        self._pool: ThreadPoolExecutor | None = None  # made by the first batch split over the workers
         self._copies("edgevit_classify_many", 1)
 
     def _copies(self, entry: str, count: int) -> list:
@@ -135,26 +136,30 @@ class CModel:
         attention = np.empty((len(x), cfg.depth, cfg.heads, cfg.tokens, cfg.tokens), np.float32)
 
         batched = len(x) >= PARALLEL_MIN and self._batch_library_ready()
+        # BATCH images a task, each worker taking the next one free: a core slowed by something else
+        # does less of the work instead of holding up the call
+        tasks = iter(range(0, len(x), BATCH))
 
-        def run(worker: int, lo: int, hi: int) -> None:
-            """Images lo..hi on the worker's copies: BATCH at a time through the batch library if batched."""
-            full = lo + (hi - lo) // BATCH * BATCH if batched else lo
-            for start in range(lo, full, BATCH):
-                batch = self._calls["edgevit_classify_batch"][worker]
-                if batch(x[start:].ctypes.data, probs[start:].ctypes.data, attention[start:].ctypes.data) != BATCH:
-                    raise EdgeViTError(f"{self.library}: the batch library refused the batch")
-            many = self._calls["edgevit_classify_many"][worker]
-            if many(x[full:].ctypes.data, hi - full, probs[full:].ctypes.data, attention[full:].ctypes.data) != hi - full:
-                raise EdgeViTError(f"{self.library}: the library refused the batch")
+        def run(worker: int) -> None:
+            for start in tasks:
+                count = min(BATCH, len(x) - start)
+                if batched and count == BATCH:
+                    done = self._calls["edgevit_classify_batch"][worker](
+                        x[start:].ctypes.data, probs[start:].ctypes.data, attention[start:].ctypes.data
+                    )
+                else:
+                    many = self._calls["edgevit_classify_many"][worker]
+                    done = many(x[start:].ctypes.data, count, probs[start:].ctypes.data, attention[start:].ctypes.data)
+                if done != count:
+                    raise EdgeViTError(f"{self.library}: the library refused the batch")
 
         if len(x) < PARALLEL_MIN:
-            run(0, 0, len(x))
+            run(0)
         else:
             self._copies("edgevit_classify_many", self.workers)
-            # whole BATCHes to each worker, the last one taking what is left
-            bounds = [min(len(x), round(len(x) / BATCH * i / self.workers) * BATCH) for i in range(self.workers)] + [len(x)]
-            with ThreadPoolExecutor(self.workers) as pool:
-                list(pool.map(run, range(self.workers), bounds[:-1], bounds[1:]))
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="edgevit-c")
+            list(self._pool.map(run, range(self.workers)))
         return probs, attention.transpose(1, 0, 2, 3, 4)
 
 
