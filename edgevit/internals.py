@@ -232,6 +232,7 @@ class Launch(NamedTuple):
     per_core: list[tuple]
     name: str  # tinygrad's function name
     buffers: list[HostBuffer]  # its arguments, in order
+    writes: tuple[int, ...]  # which of `buffers` it stores to
 
 
 def cpu_launches(jit, inputs: tuple[Tensor, ...]) -> list[Launch] | None:
@@ -267,7 +268,8 @@ def cpu_launches(jit, inputs: tuple[Tensor, ...]) -> list[Launch] | None:
             buffers = [
                 HostBuffer(np.dtype(_to_np_dtype(b.dtype)), b.size, b.get_buf(b.device).va_addr, id(b) in written) for b in bufs
             ]
-            launches.append(Launch(runtime.fxn, per_core, program.arg.function_name, buffers))
+            writes = tuple(program.arg.globals.index(slot) for slot in program.arg.outs)
+            launches.append(Launch(runtime.fxn, per_core, program.arg.function_name, buffers, writes))
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
     return launches

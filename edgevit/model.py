@@ -145,7 +145,7 @@ class MLP:
         self.dropout = cfg.dropout
 
     def __call__(self, x: Tensor) -> Tensor:
-        return self.fc2(self.fc1(x).gelu().dropout(self.dropout)).dropout(self.dropout)
+        return self.fc2(self.fc1(x).gelu().contiguous().dropout(self.dropout)).dropout(self.dropout)
 
 
 class Block:

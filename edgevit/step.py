@@ -10,7 +10,9 @@ A training step changes the state it reads (weights, optimizer moments, the rand
 replay cannot be checked by running it twice on the same input, as inference's is. Instead, once: the
 state is saved, tinygrad's replay runs the step, the state is put back, the direct replay runs the
 same step, and both must give the same loss and leave the same state, bit for bit. Otherwise tinygrad's
-replay is kept (after putting the state back and redoing its step).
+replay is kept (after putting the state back and redoing its step). The direct replay first tries
+its launches spread over the cores (`CPUReplay.laned`, placed by their times in one run of the step),
+checked the same way.
 """
 
 from __future__ import annotations
@@ -79,14 +81,22 @@ class CompiledStep:
         before = [v.copy() for v in views]
         expected = tuple(t.numpy() for t in self.jit(*inputs))
         after = [v.copy() for v in views]
-        for view, saved in zip(views, before, strict=True):
-            view[...] = saved
+
+        def restore(saved: list[np.ndarray]) -> None:
+            for view, value in zip(views, saved, strict=True):
+                view[...] = value
+
+        restore(before)
         replay = CPUReplay(launches, outputs)
-        got = replay()
-        same = all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
-        if same and all(np.array_equal(v, a) for v, a in zip(views, after, strict=True)):
-            self.replay = replay
-            return got
-        for view, saved in zip(views, after, strict=True):  # tinygrad's result stands
-            view[...] = saved
+        seconds = replay.launch_seconds()  # a run of the step: the state is put back after it
+        for candidate in (replay.laned(seconds), replay):
+            if candidate is None:
+                continue
+            restore(before)
+            got = candidate()
+            same = all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+            if same and all(np.array_equal(v, a) for v, a in zip(views, after, strict=True)):
+                self.replay = candidate
+                return got
+        restore(after)  # tinygrad's result stands
         return expected

@@ -35,6 +35,7 @@ LAYERS = [
         "runtime.native",
         "runtime.int8",
         "runtime.launcher",
+        "runtime.schedule",
         "runtime.replay",
         "runtime.jit",
         "runtime.c",

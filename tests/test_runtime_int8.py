@@ -16,7 +16,7 @@ I8, I32, F32 = np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.float32)
 
 
 def launch(name: str, *buffers: HostBuffer) -> Launch:
-    return Launch(None, [()], name, list(buffers))
+    return Launch(None, [()], name, list(buffers), (0,))
 
 
 def test_find_products_takes_int8_products_and_nothing_else():

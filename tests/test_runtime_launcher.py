@@ -26,6 +26,14 @@ void scale(float *out, const float *in, int k, int count) {{
 void fill(float *out, int count) {{
   for (int i = 0; i < count; i++) out[i] = (float)(i + 1);
 }}
+/* fill, after about 10 ms of spinning: a lane that does not wait for it reads zeros */
+void slow_fill(float *out, int count) {{
+  for (volatile long i = 0; i < 20000000; i++) {{}}
+  for (int i = 0; i < count; i++) out[i] = (float)(i + 1);
+}}
+void copy(float *out, const float *in, int count) {{
+  for (int i = 0; i < count; i++) out[i] = in[i];
+}}
 """
 
 
@@ -48,9 +56,9 @@ def test_a_run_calls_every_launch_in_order_with_all_its_arguments(kernels):
     terms = list(range(1, N))
     split = [(ptr(b), ptr(a), *ints(3, 4)), (ptr(b, 16), ptr(a, 16), *ints(5, 4))]  # a launch split in two parts
     launches = [
-        Launch(kernels.fill, [(ptr(a), *ints(8))], "fill", []),
-        Launch(kernels.scale, split, "scale", []),
-        Launch(kernels.sum_ints, [(ptr(total), *ints(*terms))], "sum_ints", []),
+        Launch(kernels.fill, [(ptr(a), *ints(8))], "fill", [], ()),
+        Launch(kernels.scale, split, "scale", [], ()),
+        Launch(kernels.sum_ints, [(ptr(total), *ints(*terms))], "sum_ints", [], ()),
     ]
     run = launcher.Run(launches, Cache(None))
     assert run.count == 4  # the parts of the split launch run one after another
@@ -61,7 +69,7 @@ def test_a_run_calls_every_launch_in_order_with_all_its_arguments(kernels):
 
 
 def test_a_launch_with_more_arguments_than_the_launcher_takes_is_refused(kernels):
-    wide = Launch(kernels.fill, [ints(*[0] * (N + 1))], "wide", [])
+    wide = Launch(kernels.fill, [ints(*[0] * (N + 1))], "wide", [], ())
     assert not launcher.launchable(wide)
     with pytest.raises(ValueError, match="more than"):
         launcher.Run([wide], Cache(None))
@@ -80,3 +88,21 @@ def test_without_a_launcher_the_replay_calls_the_kernels_from_python(tiny_weight
     assert clf.lanes[0].replay(LANE_BATCH) is not None
     np.testing.assert_array_equal(got.probs, expected.probs)
     np.testing.assert_array_equal(got.attention, expected.attention)
+
+
+def test_lanes_run_at_once_and_wait_for_what_they_read(kernels):
+    a, b, c = np.zeros(8, np.float32), np.zeros(8, np.float32), np.zeros(8, np.float32)
+    split = [(ptr(b), ptr(a), *ints(3, 4)), (ptr(b, 16), ptr(a, 16), *ints(5, 4))]
+    launches = [
+        Launch(kernels.slow_fill, [(ptr(a), *ints(8))], "slow_fill", [], ()),
+        Launch(kernels.scale, split, "scale", [], ()),  # a part in each lane, both reading a
+        Launch(kernels.copy, [(ptr(c), ptr(b), *ints(8))], "copy", [], ()),  # needs both parts
+    ]
+    plan = [[(0, 0), (1, 0)], [(1, 1), (2, 0)]]
+    lanes = launcher.Lanes(launches, plan, {(1, 1): [0], (2, 0): [1]}, Cache(None))
+    for _ in range(3):  # again and again: each call starts with nothing finished
+        a[:], b[:], c[:] = 0, 0, 0
+        lanes()
+        np.testing.assert_array_equal(a, np.arange(1, 9))
+        np.testing.assert_array_equal(b, np.float32([3, 6, 9, 12, 25, 30, 35, 40]))
+        np.testing.assert_array_equal(c, b)

@@ -4,6 +4,7 @@ from tinygrad.nn.state import get_parameters
 
 from edgevit import internals
 from edgevit.device import select_device
+from edgevit.runtime.c import usable_cores
 from edgevit.step import CompiledStep
 
 
@@ -41,5 +42,7 @@ def test_direct_replay_trains_exactly_as_tinygrads_replay():
         fast_steps = run(fast := make_step(True, dropout))
         slow_steps = run(slow := make_step(False, dropout))
         assert fast.replay is not None and slow.replay is None
+        # its launches spread over the cores where there are several, and still bit for bit
+        assert fast.replay.spread_over_cores == (usable_cores() > 1)
         assert fast_steps == slow_steps  # bit for bit: the same losses and counts, step after step
         assert len({loss for loss, _ in fast_steps}) > 1  # it really trained

@@ -87,7 +87,7 @@ class Int8Products:
                 )
                 for lo, hi in itertools.pairwise(bounds)
             ]
-            self.launches[p.index] = Launch(fxn, per_core, name, self.launches[p.index].buffers)
+            self.launches[p.index] = self.launches[p.index]._replace(fxn=fxn, per_core=per_core, name=name)
 
 
 def library(shapes: list[tuple[int, int]], cache: Cache) -> ctypes.CDLL:

@@ -16,6 +16,7 @@ launcher cannot be built (no compiler for it) keeps the Python loop.
 from __future__ import annotations
 
 import ctypes
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from edgevit.runtime.cache import Cache
 
 MAX_ARGS = 48  # a launch with more arguments than this stays a Python call
 ENTRY = "edgevit_launch"
+LANE_ENTRY = "edgevit_launch_lane"
 
 
 def source() -> str:
@@ -47,6 +49,23 @@ def source() -> str:
             *cases,
             "    }",
             "    row += 2 + row[0];",
+            "  }",
+            "}",
+            "",
+            "/* One lane of launches that several threads run at once: each row of `table` is (argument count,",
+            " * function, launch, number of waits, the launches to wait for..., arguments...). A launch is",
+            " * finished when done[launch] reaches parts[launch] (a split kernel has a part in several lanes). */",
+            f"void {LANE_ENTRY}(const uint64_t *table, int count, int *done, const int *parts) {{",
+            "  const uint64_t *row = table;",
+            "  for (int i = 0; i < count; i++) {",
+            "    for (uint64_t w = 0; w < row[3]; w++)",
+            "      while (__atomic_load_n(&done[row[4 + w]], __ATOMIC_ACQUIRE) < parts[row[4 + w]]) {}",
+            "    const uint64_t *a = row + 4 + row[3];",
+            "    switch (row[0]) {",
+            *cases,
+            "    }",
+            "    __atomic_fetch_add(&done[row[2]], 1, __ATOMIC_RELEASE);",
+            "    row += 4 + row[3] + row[0];",
             "  }",
             "}",
             "",
@@ -77,3 +96,36 @@ class Run:
 
     def __call__(self) -> None:
         self._entry(*self._args)
+
+
+class Lanes:
+    """Launches spread over threads that run at the same time, one lane each, as `plan` says: lane ->
+    (launch, part) in the launches' order. `waits[(launch, part)]` are the launches in other lanes
+    that must be finished first; the lane spins on them (the threads are the cores' only work)."""
+
+    def __init__(self, launches: list[Launch], plan: list[list[tuple[int, int]]], waits: dict, cache: Cache):
+        if any(not launchable(launch) for launch in launches):
+            raise ValueError(f"a launch takes more than {MAX_ARGS} arguments")
+        entry = getattr(native.library("launcher", source(), cache), LANE_ENTRY)
+        entry.argtypes, entry.restype = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p], None
+        self._done = np.zeros(len(launches), np.int32)
+        self._parts = np.array([len(launch.per_core) for launch in launches], np.int32)
+        self._tables, self._calls = [], []
+        for lane in plan:
+            rows = []
+            for i, part in lane:
+                args, wait = launches[i].per_core[part], waits.get((i, part), [])
+                address = ctypes.cast(launches[i].fxn, ctypes.c_void_p).value
+                rows += [len(args), address, i, len(wait), *wait, *(a.value for a in args)]
+            table = np.array(rows, np.uint64)
+            self._tables.append(table)
+            self._calls.append((table.ctypes.data, len(lane), self._done.ctypes.data, self._parts.ctypes.data))
+        self._entry = entry
+        self._pool = ThreadPoolExecutor(len(plan) - 1) if len(plan) > 1 else None
+
+    def __call__(self) -> None:
+        self._done[:] = 0
+        others = [self._pool.submit(self._entry, *call) for call in self._calls[1:]] if self._pool else []
+        self._entry(*self._calls[0])  # ctypes releases the GIL: the lanes run at once
+        for done in others:
+            done.result()

@@ -6,7 +6,8 @@ stats and converts every address again on each call: about 30 us per kernel, and
 the outputs), so `internals.cpu_launches` resolves them once and each call here is one ctypes call per
 kernel launch. A kernel tinygrad split over cores runs on all of them at once here, where tinygrad's
 replay runs the parts one after another. Runs of launches go to the compiled `launcher`: one C call
-for the whole graph where nothing runs in parallel.
+for the whole graph where nothing runs in parallel. `laned` spreads the launches themselves over the
+cores (`runtime.schedule`), for graphs such as the training step whose kernels mostly run on one core.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tinygrad import Tensor
 
 from edgevit import internals
 from edgevit.errors import EdgeViTError
-from edgevit.runtime import int8, launcher
+from edgevit.runtime import int8, launcher, schedule
 from edgevit.runtime.c import usable_cores
 from edgevit.runtime.cache import Cache
 
@@ -49,7 +50,8 @@ class CPUReplay:
         def in_c(launch: internals.Launch) -> bool:
             return launcher.launchable(launch) and (len(launch.per_core) == 1 or not parallel)
 
-        self._steps: list[launcher.Run | internals.Launch] = []  # in order; a Launch is called from Python
+        # in order; a Launch is called from Python
+        self._steps: list[launcher.Run | launcher.Lanes | internals.Launch] = []
         try:
             for c, group in itertools.groupby(launches, in_c):
                 group = list(group)
@@ -97,9 +99,40 @@ class CPUReplay:
                 entry[1] += 1
         return {name: (seconds, count // repeats) for name, (seconds, count) in spent.items()}
 
+    def launch_seconds(self) -> list[float]:
+        """Each launch's time, its parts one after another: one run, so it changes what the graph
+        writes, as a run does."""
+        seconds = []
+        for launch in self.launches:
+            start = time.perf_counter()
+            for args in launch.per_core:
+                launch.fxn(*args)
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+    def laned(self, seconds: list[float], cache: Cache | None = None) -> CPUReplay | None:
+        """This replay with its launches spread over the cores (`runtime.schedule`), using the launch
+        times `seconds` to place them; None on one core or where the launcher cannot be built."""
+        cores = usable_cores()
+        if cores < 2 or not all(launcher.launchable(launch) for launch in self.launches):
+            return None
+        plan, waits = schedule.assign(self.launches, seconds, schedule.dependencies(self.launches), cores)
+        try:
+            lanes = launcher.Lanes(self.launches, plan, waits, cache or Cache(None))
+        except EdgeViTError:
+            return None
+        replay = CPUReplay(self.launches, self.outputs, cache, parallel=False)
+        replay._steps = [lanes]
+        return replay
+
+    @property
+    def spread_over_cores(self) -> bool:
+        """Whether the launches run spread over the cores (`laned`)."""
+        return any(isinstance(step, launcher.Lanes) for step in self._steps)
+
     def __call__(self) -> tuple[np.ndarray, ...]:
         for step in self._steps:
-            if isinstance(step, launcher.Run):
+            if isinstance(step, launcher.Run | launcher.Lanes):
                 step()
                 continue
             others = [self._pool.submit(step.fxn, *args) for args in step.per_core[1:]] if self._pool else []
