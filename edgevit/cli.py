@@ -71,6 +71,16 @@ def terminate(signum, frame) -> NoReturn:
     raise Terminated
 
 
+def resend_lost_interrupts(unraisable) -> None:
+    """sys.unraisablehook: Python ignores an exception raised inside `__del__`, and tinygrad's
+    `UOp.__del__` runs all the time, so a Ctrl-C (or SIGTERM, raised as Terminated) that lands in one
+    would be lost and the command would run on. The signal is sent again instead."""
+    if issubclass(unraisable.exc_type, KeyboardInterrupt):
+        signal.raise_signal(signal.SIGTERM if issubclass(unraisable.exc_type, Terminated) else signal.SIGINT)
+    else:
+        sys.__unraisablehook__(unraisable)
+
+
 def discard_stdout() -> None:
     """Point stdout at /dev/null: what is still buffered for a stdout that failed must not fail again
     (with a traceback) when the interpreter flushes it at exit."""
@@ -88,6 +98,7 @@ def run(prog: str, main: Callable[[list[str] | None], int], argv: list[str] | No
         sys.exit(EXIT_ERROR)
     sys.stdout = CheckedOutput(sys.stdout)
     signal.signal(signal.SIGTERM, terminate)
+    sys.unraisablehook = resend_lost_interrupts
     try:
         internals.ensure_private_compile_cache()
         code = main(argv)
