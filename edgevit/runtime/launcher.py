@@ -77,6 +77,11 @@ def launchable(launch: Launch) -> bool:
     return all(len(args) <= MAX_ARGS for args in launch.per_core)
 
 
+def _call(launch: Launch, args: tuple) -> list[int]:
+    """The (argument count, function address) of one row, then its arguments."""
+    return [len(args), ctypes.cast(launch.fxn, ctypes.c_void_p).value, *(a.value for a in args)]
+
+
 class Run:
     """Launches (every part of a split one, one after another) called in order by one C call."""
 
@@ -85,9 +90,8 @@ class Run:
         for launch in launches:
             if not launchable(launch):
                 raise ValueError(f"{launch.name} takes more than {MAX_ARGS} arguments")
-            address = ctypes.cast(launch.fxn, ctypes.c_void_p).value
             for args in launch.per_core:
-                rows += [len(args), address, *(a.value for a in args)]
+                rows += _call(launch, args)
         self.count = sum(len(launch.per_core) for launch in launches)
         self._table = np.array(rows, np.uint64)
         self._entry = getattr(native.library("launcher", source(), cache), ENTRY)
@@ -114,11 +118,11 @@ class Lanes:
         for lane in plan:
             rows = []
             for i, part in lane:
-                args, wait = launches[i].per_core[part], waits.get((i, part), [])
-                address = ctypes.cast(launches[i].fxn, ctypes.c_void_p).value
-                rows += [len(args), address, i, len(wait), *wait, *(a.value for a in args)]
+                count, address, *args = _call(launches[i], launches[i].per_core[part])
+                wait = waits.get((i, part), [])
+                rows += [count, address, i, len(wait), *wait, *args]
             table = np.array(rows, np.uint64)
-            self._tables.append(table)
+            self._tables.append(table)  # kept alive: the C calls read them
             self._calls.append((table.ctypes.data, len(lane), self._done.ctypes.data, self._parts.ctypes.data))
         self._entry = entry
         self._pool = ThreadPoolExecutor(len(plan) - 1) if len(plan) > 1 else None

@@ -40,18 +40,22 @@ class CPUReplay:
         outputs: tuple[np.ndarray, ...],
         cache: Cache | None = None,
         parallel: bool = True,
+        lanes: launcher.Lanes | None = None,
     ):
         self.launches, self.outputs = launches, outputs
         self.int8: int8.Int8Products | None = None  # the swapped int8 products this replay runs, if any
+        self._cache = cache = cache or Cache(None)
+        # in order; a Launch is called from Python
+        self._steps: list[launcher.Run | launcher.Lanes | internals.Launch] = []
+        if lanes is not None:  # `laned`'s: the lanes run every launch
+            self.threads, self._pool, self._steps = 1, None, [lanes]
+            return
         self.threads = max((len(launch.per_core) for launch in launches), default=1) if parallel else 1
         self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
-        cache = cache or Cache(None)
 
         def in_c(launch: internals.Launch) -> bool:
             return launcher.launchable(launch) and (len(launch.per_core) == 1 or not parallel)
 
-        # in order; a Launch is called from Python
-        self._steps: list[launcher.Run | launcher.Lanes | internals.Launch] = []
         try:
             for c, group in itertools.groupby(launches, in_c):
                 group = list(group)
@@ -90,12 +94,9 @@ class CPUReplay:
         Running the launches changes what the graph writes, as a run does."""
         spent: dict[str, list] = {}
         for _ in range(repeats):
-            for launch in self.launches:
-                start = time.perf_counter()
-                for args in launch.per_core:
-                    launch.fxn(*args)
+            for launch, seconds in zip(self.launches, self.launch_seconds(), strict=True):
                 entry = spent.setdefault(launch.name, [0.0, 0])
-                entry[0] += (time.perf_counter() - start) / repeats
+                entry[0] += seconds / repeats
                 entry[1] += 1
         return {name: (seconds, count // repeats) for name, (seconds, count) in spent.items()}
 
@@ -110,20 +111,18 @@ class CPUReplay:
             seconds.append(time.perf_counter() - start)
         return seconds
 
-    def laned(self, seconds: list[float], cache: Cache | None = None) -> CPUReplay | None:
+    def laned(self, seconds: list[float]) -> CPUReplay | None:
         """This replay with its launches spread over the cores (`runtime.schedule`), using the launch
-        times `seconds` to place them; None on one core or where the launcher cannot be built."""
+        times `seconds` to place them; None on one core or where the launcher cannot run them."""
         cores = usable_cores()
-        if cores < 2 or not all(launcher.launchable(launch) for launch in self.launches):
+        if cores < 2:
             return None
         plan, waits = schedule.assign(self.launches, seconds, schedule.dependencies(self.launches), cores)
         try:
-            lanes = launcher.Lanes(self.launches, plan, waits, cache or Cache(None))
-        except EdgeViTError:
+            lanes = launcher.Lanes(self.launches, plan, waits, self._cache)
+        except (EdgeViTError, ValueError):  # no compiler for this machine; a launch with too many arguments
             return None
-        replay = CPUReplay(self.launches, self.outputs, cache, parallel=False)
-        replay._steps = [lanes]
-        return replay
+        return CPUReplay(self.launches, self.outputs, self._cache, lanes=lanes)
 
     @property
     def spread_over_cores(self) -> bool:
