@@ -21,7 +21,7 @@ from edgevit.files import signals_deferred
 from edgevit.trainer import Bank, Trainer, TrainSettings
 
 SUFFIX = ".ckpt.safetensors"
-BANK_NAMES = ("negatives", "positives")
+BANK_NAMES = ("negatives", "positives", "degraded")
 COUNTER_MAX = 2**32 - 1  # a random-number counter word is a uint32
 
 
@@ -91,16 +91,25 @@ def read_state(path: str | Path) -> tuple[weights.WeightsHeader, dict]:
     return header, state
 
 
-def resume(path: str | Path, data: Dataset, banks: dict[str, Bank] | None = None) -> Trainer:
-    """The run saved in checkpoint `path`, ready to continue on `data` (and its extra image banks)."""
-    header, state = read_state(path)
+def settings_of(header: weights.WeightsHeader) -> TrainSettings:
     fields = {f.name for f in dataclasses.fields(TrainSettings)}
     # runs from before validation splits trained on every image: they continue that way
     saved = {"validation": 0} | {k: v for k, v in header.metadata["training"].items() if k in fields}
     try:
-        settings = TrainSettings(**saved)
+        return TrainSettings(**saved)
     except EdgeViTError as e:
         raise EdgeViTError(f"{header.path}: its saved training settings are not usable: {e}") from None
+
+
+def read_settings(path: str | Path) -> TrainSettings:
+    """The settings of the run a checkpoint continues."""
+    return settings_of(read_state(path)[0])
+
+
+def resume(path: str | Path, data: Dataset, banks: dict[str, Bank] | None = None) -> Trainer:
+    """The run saved in checkpoint `path`, ready to continue on `data` (and its extra image banks)."""
+    header, state = read_state(path)
+    settings = settings_of(header)
     trainer = Trainer(weights.config_of(header), settings, data, **(banks or {}))
     history = header.metadata["metrics"]["history"]
     done = state["step"] - len(history) * trainer.steps_per_epoch  # steps into the epoch in progress

@@ -17,10 +17,13 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from edgevit import robustness as robust
+from edgevit import writers
 from edgevit.answer import Reject, rejected
 from edgevit.calibration import Bin, expected_calibration_error, reliability, softmax
 from edgevit.cli import run
 from edgevit.data import NEGATIVE_KINDS, load_dataset, load_negatives
+from edgevit.degrade import SEVERITIES
 from edgevit.device import choose_device
 from edgevit.errors import EdgeViTError
 from edgevit.graph import BatchedForward
@@ -30,6 +33,8 @@ from edgevit.runtime.jit import JOB, time_forward
 from edgevit.weights import build_model, open_model_file, reject_of, temperature_of
 
 EVAL_BATCH = 500
+MAX_PER_CELL = 1000
+WORKERS = 2  # processes damaging and preprocessing the robustness report's images
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,57 @@ def evaluate(
     return replace(evaluation, rejection=rejection(softmax(logits, temperature), labels, reject, negative_probs, kinds))
 
 
+@dataclass(frozen=True)
+class Robustness:
+    """How a weights file answers digits as real captures damage them, and digits from other writers."""
+
+    cells: list[robust.Row]  # one a kind and severity
+    kinds: list[robust.Row]  # one a kind, over its severities
+    mean: robust.Row  # over the kinds, each counting once
+    writers: list[robust.Row]  # one a group of edgevit.writers
+    writers_mean: robust.Row
+    per_cell: int
+
+
+def robustness(
+    weights_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, per_cell: int = 100, per_group: int = 300
+) -> Robustness:
+    """Score `weights_path` on the held-out damaged test digits (edgevit.robustness: `per_cell` for
+    every kind and severity) and on `per_group` digits of every group of other writers."""
+    for name, n, most in (("--per-cell", per_cell, MAX_PER_CELL), ("--per-group", per_group, writers.MAX_PER_GROUP)):
+        if not 1 <= n <= most:
+            raise EdgeViTError(f"{name} must be from 1 to {most}, not {n}")
+    header, config, scheme, (mean, std) = open_model_file(weights_path)
+    reject, temperature = reject_of(header, config), temperature_of(header)
+    test = load_dataset(data_dir, config.num_classes).test
+    _check_size(test.images, config.image_size, data_dir or "MNIST")
+    forward = BatchedForward(build_model(header, config, scheme), mean, std, EVAL_BATCH)
+    probs = lambda images: softmax(forward(images), temperature)  # noqa: E731
+    cells = robust.score(robust.held_out_set(test, per_cell, workers=WORKERS), probs, reject)
+    kinds = robust.by_kind(cells)
+    groups = robust.score(robust.writers_set(test, per_group), probs, reject)
+    return Robustness(cells, kinds, robust.mean_of(kinds), groups, robust.mean_of(groups), per_cell)
+
+
+def format_robustness(r: Robustness) -> str:
+    def shares(row: robust.Row) -> str:
+        return f"{100 * row.right:6.1f} {100 * row.not_a_digit:6.1f} {100 * row.wrong:6.1f}"
+
+    head = "".join(f"  {'severity ' + str(s):<20}" for s in SEVERITIES) + "  all"
+    lines = [
+        f"damaged digits (held-out generators; {r.per_cell} test digits a cell, half as MNIST stores them, half on paper)",
+        "answered: right / not a digit / wrong, in %",
+        f"{'kind':<14}{head}",
+    ]
+    for kind in r.kinds:
+        mine = {c.severity: c for c in r.cells if c.kind == kind.kind}
+        lines.append(f"{kind.kind:<14}" + "".join(f"  {shares(mine[s]):<20}" for s in SEVERITIES) + f"  {shares(kind)}")
+    lines += [f"{'mean':<14}{' ' * 22 * len(SEVERITIES)}  {shares(r.mean)}", "", "other writers and sources"]
+    lines += [f"  {g.kind:<12}{g.images:>6}  {shares(g)}" for g in r.writers]
+    lines.append(f"  {'mean':<12}{r.writers_mean.images:>6}  {shares(r.writers_mean)}")
+    return "\n".join(lines)
+
+
 def _check_size(images: np.ndarray, size: int, source) -> None:
     if images.shape[1:] != (size, size):
         found = "x".join(map(str, images.shape[1:]))
@@ -197,9 +253,21 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--negatives", help="held-out non-digits: a directory from tools/banks.py (default: the bundled ones)")
     p.add_argument("--no-negatives", action="store_true", help="score the test digits only")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument(
+        "--robustness",
+        action="store_true",
+        help="instead: answers on held-out damaged test digits (noise, blur, lines, blots, outlines...) per kind "
+        "and severity, and on digits from other writers and sources",
+    )
+    p.add_argument("--per-cell", type=int, default=100, help="--robustness: test digits a kind and severity (default 100)")
+    p.add_argument("--per-group", type=int, default=300, help="--robustness: digits a group of other writers (default 300)")
     args = p.parse_args(argv)
     choose_device(args.device, JOB, time_forward, Cache(default_cache_dir()))
     weights = args.weights or shipped_weights(FLOAT_WEIGHTS)
+    if args.robustness:
+        r = robustness(weights, args.data, args.per_cell, args.per_group)
+        print(json.dumps(asdict(r), allow_nan=False) if args.json else format_robustness(r))
+        return 0
     ev = evaluate(weights, args.data, args.limit, args.negatives, negatives=not args.no_negatives)
     print(json.dumps(asdict(ev), allow_nan=False) if args.json else format_report(ev))
     return 0

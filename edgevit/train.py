@@ -16,18 +16,33 @@ import numpy as np
 from edgevit import checkpoint
 from edgevit.answer import DIGITS
 from edgevit.cli import ProgressBar, StopFlag, UsageError, format_duration, run
-from edgevit.data import load_dataset, read_idx, verify_manifest
+from edgevit.data import Dataset, Split, load_dataset, read_idx, verify_manifest
 from edgevit.device import choose_device
 from edgevit.errors import EdgeViTError
 from edgevit.files import check_writable, remove_stale_temps
 from edgevit.model import ViTConfig
 from edgevit.resources import bundled_banks
+from edgevit.robustness import degraded_bank
 from edgevit.runtime.cache import Cache, default_cache_dir
-from edgevit.trainer import Bank, StepReport, Trainer, TrainSettings, time_training_step
+from edgevit.trainer import (
+    BANK_WORKERS,
+    DEFAULT_RECIPE,
+    RECIPES,
+    Bank,
+    StepReport,
+    Trainer,
+    TrainSettings,
+    recipe_config,
+    recipe_settings,
+    splits,
+    time_training_step,
+)
 
 DEFAULT_OUT = Path("runs/edgevit-mnist.safetensors")
 MODEL_FLAGS = ("patch_size", "dim", "depth", "heads", "mlp_dim", "dropout")
 SETTING_FLAGS = tuple(f.name for f in dataclasses.fields(TrainSettings))
+GENERATED = "generated"  # how a checkpoint names a bank made when the run starts, not read from a file
+NEGATIVES_BANK_SEED = 7  # added to the run's seed for the damaged non-digits
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,8 +59,15 @@ def parser() -> argparse.ArgumentParser:
         help="BEAM-search the training kernels when compiling (e.g. 2: about 2x faster steps on a CPU "
         "after a compile of about 11 minutes, cached for later runs; losses may differ in the last bits)",
     )
-    run_args = p.add_argument_group("training (defaults: the shipped recipe)")
-    d = TrainSettings()
+    p.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default=DEFAULT_RECIPE,
+        help=f"the starting point the flags below change (default {DEFAULT_RECIPE}: the shipped weights' "
+        "recipe, a few hours on a CPU; quick: a few minutes, for trying things)",
+    )
+    run_args = p.add_argument_group(f"training (defaults: the {DEFAULT_RECIPE} recipe)")
+    d = recipe_settings(DEFAULT_RECIPE)
     run_args.add_argument("--epochs", type=int, help=f"default {d.epochs}")
     run_args.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     run_args.add_argument("--lr", type=float, help=f"peak learning rate, default {d.lr}")
@@ -67,6 +89,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="K",
         help="mix K digits drawn like the non-digits (paper, canvas, scan) into every batch (default 0)",
     )
+    for name, what in (
+        ("degraded-per-batch", "mix K damaged digits (noise, blur, lines, blots, outlines...) into every batch"),
+        ("degraded-images", "make a bank of N damaged training digits when the run starts"),
+        ("degraded-negatives", "and N damaged non-digits"),
+    ):
+        run_args.add_argument(f"--{name}", type=int, metavar="K" if "batch" in name else "N", help=what)
     run_args.add_argument("--ema", type=float, help="decay of the weights' moving average, shipped instead (default 0: off)")
     p.add_argument(
         "--banks",
@@ -79,8 +107,8 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help=f"hold out the last N training images to fit the calibration temperature on (default {d.validation})",
     )
-    model_args = p.add_argument_group("model size (defaults: the 16-patch, 64-dim design)")
-    c = ViTConfig()
+    model_args = p.add_argument_group(f"model size (defaults: the {DEFAULT_RECIPE} recipe's)")
+    c = recipe_config(DEFAULT_RECIPE)
     for name in MODEL_FLAGS[:-1]:
         model_args.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {getattr(c, name)}")
     model_args.add_argument("--dropout", type=float, help=f"default {c.dropout}")
@@ -102,11 +130,26 @@ def load_bank(directory: Path, name: str) -> Bank:
     return Bank(images, images_path, labels)
 
 
-def load_banks(directory: str | Path | None, settings: TrainSettings) -> dict[str, Bank]:
-    """The banks the settings mix into batches."""
+def load_banks(directory: str | Path | None, settings: TrainSettings, data: Dataset) -> dict[str, Bank]:
+    """The banks the settings mix into batches: read from `directory`, and the damaged digits (and
+    non-digits) made from the training split (a minute or two; the same for the same settings)."""
     root = Path(directory) if directory else bundled_banks()
     wanted = {"negatives": settings.negatives_per_batch, "positives": settings.positives_per_batch}
-    return {name: load_bank(root, name) for name, per_batch in wanted.items() if per_batch}
+    banks = {name: load_bank(root, name) for name, per_batch in wanted.items() if per_batch}
+    if settings.degraded_per_batch:
+        banks["degraded"] = make_degraded_bank(splits(data, settings)[0], banks.get("negatives"), settings)
+    return banks
+
+
+def make_degraded_bank(train: Split, negatives: Bank | None, settings: TrainSettings) -> Bank:
+    n, m = settings.degraded_images, settings.degraded_negatives
+    print(f"making {n:,} damaged digits and {m:,} damaged non-digits for training", flush=True)
+    images, labels, _ = degraded_bank(train, n, settings.seed, BANK_WORKERS)
+    if m and negatives is not None:
+        others = Split(negatives.images, np.full(len(negatives.images), DIGITS, np.int64))
+        more, more_labels, _ = degraded_bank(others, m, settings.seed + NEGATIVES_BANK_SEED, BANK_WORKERS)
+        images, labels = np.concatenate([images, more]), np.concatenate([labels, more_labels])
+    return Bank(images, Path(f"{GENERATED}: {n} digits, {m} non-digits, seed {settings.seed}"), labels)
 
 
 def new_run(args: argparse.Namespace) -> tuple[ViTConfig, TrainSettings]:
@@ -119,10 +162,11 @@ def new_run(args: argparse.Namespace) -> tuple[ViTConfig, TrainSettings]:
     if args.beam < 0:
         raise UsageError(f"--beam must be 0 (no search) or more, not {args.beam}")
     try:
-        settings = TrainSettings(**{k: v for k, v in given.items() if k in SETTING_FLAGS})
+        base_settings, base_config = RECIPES[args.recipe]
+        settings = TrainSettings(**base_settings | {k: v for k, v in given.items() if k in SETTING_FLAGS})
         # the extra class exists only when negatives are trained on
-        classes = {"num_classes": DIGITS + 1} if settings.negatives_per_batch else {}
-        config = ViTConfig(**{k: v for k, v in given.items() if k in MODEL_FLAGS} | classes)
+        classes = {"num_classes": DIGITS + 1 if settings.negatives_per_batch else DIGITS}
+        config = ViTConfig(**base_config | {k: v for k, v in given.items() if k in MODEL_FLAGS} | classes)
     except (EdgeViTError, ValueError) as e:
         raise UsageError(str(e)) from None
     return config, settings
@@ -145,12 +189,17 @@ def start(args: argparse.Namespace, config: ViTConfig, settings: TrainSettings, 
     and `settings`."""
     if state is not None:
         # the run continues on the data it started with unless told otherwise
-        saved_banks = state["banks"]
+        saved_banks = {k: v for k, v in state["banks"].items() if not v.startswith(GENERATED)}
         directory = args.banks or (Path(next(iter(saved_banks.values()))).parent if saved_banks else None)
+        data = load_dataset(args.data or state["data"])
+        saved = checkpoint.read_settings(args.resume)
         banks = {name: load_bank(directory, name) for name in saved_banks}
-        trainer = checkpoint.resume(args.resume, load_dataset(args.data or state["data"]), banks)
+        if saved.degraded_per_batch:
+            banks["degraded"] = make_degraded_bank(splits(data, saved)[0], banks.get("negatives"), saved)
+        trainer = checkpoint.resume(args.resume, data, banks)
     else:
-        trainer = Trainer(config, settings, load_dataset(args.data), **load_banks(args.banks, settings))
+        data = load_dataset(args.data)
+        trainer = Trainer(config, settings, data, **load_banks(args.banks, settings, data))
     trainer.beam = args.beam
     return trainer
 

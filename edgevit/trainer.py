@@ -27,6 +27,7 @@ from edgevit.data import Dataset, Split, augment, normalize, pixel_stats, traini
 from edgevit.errors import EdgeViTError
 from edgevit.graph import BatchedForward
 from edgevit.model import ViT, ViTConfig
+from edgevit.robustness import degraded_bank
 from edgevit.step import CompiledStep
 from edgevit.weights import OPTIMIZER_PREFIX
 
@@ -35,7 +36,17 @@ MAX_SEED = 2**32 - 1  # tinygrad keeps the seed in a uint32
 VALIDATION_SHARE = 10  # a small training split gives at most a tenth of its images to validation
 # the reject threshold may turn away this share of the held-out digits (the target on test is 0.3%)
 MAX_FALSE_REJECTION = 0.001
-NEGATIVES_STREAM, POSITIVES_STREAM = 1, 2  # the fourth seed word of the generators picking a batch's extras
+MAX_DEGRADED_FALSE_REJECTION = 0.01  # and at most this share of damaged copies of them
+VALIDATION_BANK_SEED = 1_000_003  # the damaged validation digits' seed, apart from the training bank's
+BANK_WORKERS = 2  # processes making damaged images
+# each bank of extra images: the setting that says how many join a batch, and the fourth seed word of
+# the generator picking them
+BANKS = {
+    "positives": ("positives_per_batch", 2),
+    "negatives": ("negatives_per_batch", 1),
+    "degraded": ("degraded_per_batch", 3),
+}
+BANK_COUNTS = tuple(count for count, _ in BANKS.values())
 CHECK_SLICE = 1000  # a fixed test slice whose accuracy is recorded, so a file can be checked quickly later
 SPEED_SMOOTHING = 0.9  # EMA weight for the images/s figure shown while training
 # LayerNorm scales, biases, the class token and position embeddings are not weights to shrink
@@ -63,6 +74,12 @@ class TrainSettings:
     # scan never means "not a digit"; the rest of the batch is training digits
     negatives_per_batch: int = 0
     positives_per_batch: int = 0
+    # damaged digits in every batch (edgevit.robustness: noise, blur, lines, blots, outlines, ... through
+    # preprocessing), from a bank of `degraded_images` made from the training split when the run starts,
+    # together with `degraded_negatives` damaged non-digits: so "damaged" never means "not a digit"
+    degraded_per_batch: int = 0
+    degraded_images: int = 0
+    degraded_negatives: int = 0
     # exponential moving average of the weights, updated after every step (0: off); the shipped
     # weights are the average, which generalises better than the last step's
     ema: float = 0.0
@@ -71,7 +88,7 @@ class TrainSettings:
         # values come from flags and from checkpoints anyone may edit: NaN, 5.0 or "3" must not train
         for name in ("epochs", "batch_size"):
             checked_int(flag(name), getattr(self, name), 1)
-        for name in ("limit", "validation", "negatives_per_batch", "positives_per_batch"):
+        for name in ("limit", "validation", *BANK_COUNTS, "degraded_images", "degraded_negatives"):
             checked_int(flag(name), getattr(self, name), 0)
         checked_int(flag("seed"), self.seed, 0, MAX_SEED)
         checked_float(flag("lr"), self.lr, 0.0, above=True)
@@ -81,8 +98,53 @@ class TrainSettings:
         checked_float(flag("ema"), self.ema, 0.0, 1.0, below=True)
         if not isinstance(self.augment, bool):
             raise EdgeViTError(f"augment must be true or false, not {self.augment!r}")
-        if self.negatives_per_batch + self.positives_per_batch >= self.batch_size:
-            raise EdgeViTError(f"negatives and positives per batch must leave digits in a batch of {self.batch_size}")
+        if sum(getattr(self, f) for f in BANK_COUNTS) >= self.batch_size:
+            raise EdgeViTError(f"negatives, positives and degraded per batch must leave digits in a batch of {self.batch_size}")
+        if self.degraded_per_batch and not self.degraded_images:
+            raise EdgeViTError("--degraded-per-batch needs a bank of them: --degraded-images N")
+        if self.degraded_negatives and not self.negatives_per_batch:
+            raise EdgeViTError("--degraded-negatives needs negatives to damage: --negatives-per-batch K")
+
+
+# named starting points for a run: (settings, model config) changed from their defaults; the flags of
+# `python -m edgevit.train` change them further. "shipped" made weights/ (weights/README.md)
+RECIPES = {
+    "shipped": (
+        {
+            "epochs": 100,
+            "batch_size": 192,
+            "negatives_per_batch": 16,
+            "positives_per_batch": 16,
+            "degraded_per_batch": 48,
+            "degraded_images": 60_000,
+            "degraded_negatives": 10_000,
+            "ema": 0.999,
+        },
+        {"mlp_dim": 144},
+    ),
+    "quick": (
+        {
+            "epochs": 3,
+            "batch_size": 192,
+            "negatives_per_batch": 16,
+            "positives_per_batch": 16,
+            "degraded_per_batch": 48,
+            "degraded_images": 6_000,
+            "degraded_negatives": 1_000,
+            "ema": 0.99,
+        },
+        {"mlp_dim": 144},
+    ),
+}
+DEFAULT_RECIPE = "shipped"
+
+
+def recipe_settings(name: str) -> TrainSettings:
+    return TrainSettings(**RECIPES[name][0])
+
+
+def recipe_config(name: str) -> ViTConfig:
+    return ViTConfig(**RECIPES[name][1])
 
 
 def flag(name: str) -> str:
@@ -131,6 +193,16 @@ class Bank:
     labels: np.ndarray | None = None
 
 
+def splits(data: Dataset, settings: TrainSettings) -> tuple[Split, Split]:
+    """The images a run trains on and the validation split: the last training images (at most a
+    tenth of a small training split), never trained on."""
+    train = data.train
+    held_out = min(settings.validation, len(train) // VALIDATION_SHARE)
+    end = len(train) - held_out
+    stop = min(end, settings.limit or end)
+    return Split(train.images[:stop], train.labels[:stop]), Split(train.images[end:], train.labels[end:])
+
+
 class Trainer:
     """A training run. `negatives` and `positives` (Banks) are needed when the settings mix them into
     batches; negatives are labelled with class DIGITS, which the model must have then."""
@@ -142,16 +214,19 @@ class Trainer:
         data: Dataset,
         negatives: Bank | None = None,
         positives: Bank | None = None,
+        degraded: Bank | None = None,
     ):
         self.config, self.settings, self.data = config, settings, data
-        self.banks = {"negatives": negatives, "positives": positives}
+        self.banks = {"negatives": negatives, "positives": positives, "degraded": degraded}
         if data.train.images.shape[1:] != (config.image_size, config.image_size):
             raise EdgeViTError(
                 f"{data.source}: images are {data.train.images.shape[1:]}, the model expects {config.image_size}"
             )
-        for name, per_batch in (("negatives", settings.negatives_per_batch), ("positives", settings.positives_per_batch)):
+        for name, (count, _) in BANKS.items():
             bank = self.banks[name]
-            if per_batch and (bank is None or not len(bank.images) or bank.images.shape[1:] != data.train.images.shape[1:]):
+            if getattr(settings, count) and (
+                bank is None or not len(bank.images) or bank.images.shape[1:] != data.train.images.shape[1:]
+            ):
                 raise EdgeViTError(f"training with {name} needs a bank of images the size of the digits")
         if settings.negatives_per_batch and config.num_classes != DIGITS + 1:
             raise EdgeViTError(f"training with negatives needs {DIGITS + 1} classes (the last: not a digit)")
@@ -188,21 +263,12 @@ class Trainer:
 
     # --- sizes --------------------------------------------------------------------------------
     @property
-    def held_out(self) -> int:
-        """How many of the last training images are the validation split."""
-        return min(self.settings.validation, len(self.data.train) // VALIDATION_SHARE)
-
-    @property
     def train_split(self) -> Split:
-        train = self.data.train
-        end = len(train) - self.held_out
-        limit = self.settings.limit or end
-        return Split(train.images[: min(end, limit)], train.labels[: min(end, limit)])
+        return splits(self.data, self.settings)[0]
 
     @property
     def validation_split(self) -> Split:
-        train = self.data.train
-        return Split(train.images[len(train) - self.held_out :], train.labels[len(train) - self.held_out :])
+        return splits(self.data, self.settings)[1]
 
     @property
     def train_images(self) -> np.ndarray:
@@ -210,7 +276,7 @@ class Trainer:
 
     @property
     def digits_per_batch(self) -> int:
-        return self.settings.batch_size - self.settings.negatives_per_batch - self.settings.positives_per_batch
+        return self.settings.batch_size - sum(getattr(self.settings, count) for count in BANK_COUNTS)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -248,10 +314,8 @@ class Trainer:
         s = self.settings
         settings = {"batch_size": self.digits_per_batch, "seed": s.seed, "do_augment": s.augment}
         xs, ys = [*training_batch(self.train_split, epoch, index, **settings, mean=self.mean, std=self.std)]
-        for name, per_batch, stream in (
-            ("positives", s.positives_per_batch, POSITIVES_STREAM),
-            ("negatives", s.negatives_per_batch, NEGATIVES_STREAM),
-        ):
+        for name, (count, stream) in BANKS.items():
+            per_batch = getattr(s, count)
             if not per_batch:
                 continue
             # drawn from their own stream, seeded like the digits': a resumed run draws the same ones
@@ -380,6 +444,15 @@ class Trainer:
         if self.config.num_classes == DIGITS + 1:
             threshold = fit_threshold(softmax(logits, t), Reject(DIGITS), MAX_FALSE_REJECTION)
             out["reject"] = {"class": DIGITS, "threshold": threshold, "max_false_rejection": MAX_FALSE_REJECTION}
+            if self.settings.degraded_per_batch:
+                # damaged copies of the same held-out digits (the training generators; the report's are others)
+                damaged, _, refused = degraded_bank(val, len(val), self.settings.seed + VALIDATION_BANK_SEED, BANK_WORKERS)
+                fitted = fit_threshold(softmax(self.forward(damaged), t), Reject(DIGITS), MAX_DEGRADED_FALSE_REJECTION)
+                out["reject"] |= {
+                    "threshold": min(threshold, fitted),
+                    "max_degraded_false_rejection": MAX_DEGRADED_FALSE_REJECTION,
+                    "degraded_validation_images": len(damaged) + refused,
+                }
         return out
 
     def metadata(self, **extra) -> dict:

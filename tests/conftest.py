@@ -61,6 +61,16 @@ def mnist():
 
 
 @pytest.fixture(scope="session")
+def degraded(mnist):
+    """Damaged test digits as whole pixels: two of every kind and severity of the held-out set
+    (edgevit.robustness), preprocessed as a user's files are."""
+    from edgevit.robustness import held_out_set
+
+    cells = held_out_set(mnist.test, per_cell=2)
+    return np.clip(np.rint(np.concatenate([c.images for c in cells])), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
 def interrupted_run(tmp_path_factory):
     """A CLI run stopped with Ctrl-C after its first steps, then resumed to the end."""
     root = tmp_path_factory.mktemp("cli-run")

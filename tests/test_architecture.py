@@ -17,7 +17,8 @@ LAYERS = [
     {"errors", "checks", "files", "resources", "internals", "quant"},
     {"model", "data", "quant.codec", "measure"},
     {"quant.schemes", "preprocess", "attention", "explain", "device", "cli", "calibration", "answer"},
-    {"weights"},
+    {"degrade", "degrade.ops", "degrade.kinds", "writers"},
+    {"weights", "robustness"},
     {"graph", "reference", "quant.files"},
     {
         "export.plan",

@@ -63,3 +63,24 @@ def test_cli_reports_rejection_on_the_bundled_non_digits(rejecting_weights):
     assert r["negatives"] == 2996 and set(r["per_kind"]) == {"font", "handwritten", "scribble", "noise", "texture", "shape"}
     table = run_module("edgevit.evaluate", str(rejecting_weights["threshold"]), "--limit", "50", "--no-negatives").stdout
     assert 'test digits answered "not a digit": 100.00% of 50' in table and "non-digits" not in table
+
+
+def test_robustness_report_per_kind_and_severity_and_other_writers(rejecting_weights):
+    """A model that rejects everything answers no damaged digit: every row says so, in the table and in JSON."""
+    from edgevit.degrade import KINDS, SEVERITIES
+    from edgevit.writers import GROUPS
+
+    result = run_module(
+        "edgevit.evaluate", str(rejecting_weights["class"]), "--robustness", "--per-cell", "2", "--per-group", "3", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    r = json.loads(result.stdout)
+    assert len(r["cells"]) == len(KINDS) * len(SEVERITIES) and [k["kind"] for k in r["kinds"]] == [k.name for k in KINDS]
+    assert all(c["images"] == 2 and c["not_a_digit"] == 1.0 and c["right"] == 0.0 for c in r["cells"])
+    assert r["mean"]["not_a_digit"] == 1.0 and [g["kind"] for g in r["writers"]] == list(GROUPS)
+    table = run_module(
+        "edgevit.evaluate", str(rejecting_weights["class"]), "--robustness", "--per-cell", "2", "--per-group", "3"
+    )
+    assert table.returncode == 0 and "salt-pepper" in table.stdout and "   0.0  100.0    0.0" in table.stdout
+    bad = run_module("edgevit.evaluate", str(rejecting_weights["class"]), "--robustness", "--per-cell", "0")
+    assert bad.returncode == 1 and "--per-cell must be from 1 to 1000, not 0" in bad.stderr

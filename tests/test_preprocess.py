@@ -132,3 +132,31 @@ def test_box_blur_matches_numpy_convolution():
     ref = np.apply_along_axis(np.convolve, 0, np.pad(a, 3, mode="edge"), k, mode="valid")
     ref = np.apply_along_axis(np.convolve, 1, ref, k, mode="valid")
     np.testing.assert_allclose(_box_blur(a, 3), ref, atol=1e-6)
+
+
+def test_noise_is_median_filtered_and_clean_images_are_left_exactly_alone(mnist):
+    from edgevit.preprocess import denoise, noisy
+
+    rng = np.random.default_rng(0)
+    clean = mnist.test.images[:50].astype(np.float32) / 255
+    assert not any(noisy(a) for a in clean)
+    for a in clean:
+        assert denoise(a) is a  # not a copy, not a filtered one: the same pixels
+    hit = rng.random(clean[0].shape) < 0.15
+    speckled = np.where(hit, (rng.random(clean[0].shape) < 0.5).astype(np.float32), clean[0])
+    grainy = np.clip(clean[1] + rng.normal(0, 0.2, clean[1].shape), 0, 1).astype(np.float32)
+    for noisy_image, original in ((speckled, clean[0]), (grainy, clean[1])):
+        assert noisy(noisy_image)
+        restored = denoise(noisy_image)
+        assert np.abs(restored - original).mean() < 0.75 * np.abs(noisy_image - original).mean()
+
+
+def test_a_digit_under_salt_and_pepper_preprocesses_like_the_clean_one(mnist):
+    rng = np.random.default_rng(1)
+    close = 0
+    for digit in mnist.test.images[:20]:
+        hit = rng.random(digit.shape) < 0.1
+        speckled = np.where(hit, 255 * (rng.random(digit.shape) < 0.5), digit).astype(np.uint8)
+        a, b = preprocess(encode(Image.fromarray(digit))), preprocess(encode(Image.fromarray(speckled)))
+        close += np.abs(a - b).mean() < 25  # grey levels: the specks neither became strokes nor moved the digit
+    assert close >= 17

@@ -75,3 +75,33 @@ def test_the_shipped_weights_are_the_moving_average(mnist):
     moved = averaged[name].numpy() - before[name]
     assert np.abs(moved).max() > 0 and np.abs(moved).max() < np.abs(expected_direction).max()  # behind the weights
     assert not np.array_equal(averaged[name].numpy(), raw[name].numpy())
+
+
+def test_damaged_digits_join_every_batch_with_their_labels(mnist):
+    rng = np.random.default_rng(1)
+    eleven = ViTConfig(dim=16, depth=1, heads=2, mlp_dim=32, num_classes=11)
+    negatives = Bank(rng.integers(0, 256, (50, 28, 28), dtype=np.uint8), Path("noise"))
+    labels = np.array([3] * 20 + [10] * 10)  # damaged digits, then damaged non-digits
+    degraded = Bank(mnist.train.images[:30], Path("generated"), labels)
+    settings = TrainSettings(
+        epochs=1,
+        batch_size=16,
+        negatives_per_batch=2,
+        degraded_per_batch=6,
+        degraded_images=20,
+        degraded_negatives=10,
+        limit=80,
+        validation=200,
+    )
+    trainer = Trainer(eleven, settings, mnist, negatives=negatives, degraded=degraded)
+    assert trainer.steps_per_epoch == 80 // 8
+    x, y = trainer.batch(0, 0)
+    assert x.shape == (16, 1, 28, 28) and (y[8:10] == 10).all() and set(y[10:]) <= {3, 10}  # digits, negatives, damaged
+    reject = trainer.calibration()["reject"]  # fitted on the validation digits and on damaged copies of them
+    assert reject["degraded_validation_images"] == 200 and 0 <= reject["threshold"] < 1
+    with pytest.raises(EdgeViTError, match="needs a bank of them"):
+        TrainSettings(batch_size=16, degraded_per_batch=2)
+    with pytest.raises(EdgeViTError, match="needs negatives to damage"):
+        TrainSettings(batch_size=16, degraded_per_batch=2, degraded_images=5, degraded_negatives=5)
+    with pytest.raises(EdgeViTError, match="training with degraded needs a bank"):
+        Trainer(eleven, settings, mnist, negatives=negatives)

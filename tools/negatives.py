@@ -1,7 +1,7 @@
 """Non-digit images, as a user would send them, for training and testing the "not a digit" answer.
 
 Every generator is a pure function of (kind, rng, split): it draws a real image (PIL) on a canvas the
-way tools/realworld.py does (paper or dark background, ink colours, PNG or JPEG, a transparent
+way edgevit.writers does (paper or dark background, ink colours, PNG or JPEG, a transparent
 280x280 drawing-pad canvas, a scanned page) and returns the encoded file bytes. The model sees it only
 after `edgevit.preprocess.preprocess(bytes)`, exactly as a user's file; when preprocessing raises
 "no digit found" the image is rejected before the model (counted, and reported separately).

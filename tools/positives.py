@@ -2,7 +2,7 @@
 negatives.py, so that "looks like a scan / a JPEG / a canvas export" is never a cue for "not a digit".
 
 - mnist: a training digit (index < 55,000: never a validation or test digit) upscaled to a random size
-  as a pen drawing (like tools/realworld.py's canvas), then presented on paper, dark background,
+  as a pen drawing (like edgevit.writers' canvas), then presented on paper, dark background,
   transparent canvas or a scanned page, encoded, and brought back by edgevit.preprocess;
 - printed: a digit 0-9 in one of the train-split fonts (DejaVu, FreeFont), presented the same way.
 
