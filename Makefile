@@ -9,8 +9,8 @@ setup:
 # Classify the sample images with the shipped weights (attention maps into runs/attention/),
 # then score the shipped weights on the 10,000 MNIST test images.
 demo: setup
-	$(VENV)/bin/edgevit-classify samples/ --topk 2 --attention runs/attention
-	$(PY) -m edgevit.evaluate weights/edgevit-mnist.safetensors
+	$(VENV)/bin/edgevit classify samples/ --topk 2 --attention runs/attention
+	$(VENV)/bin/edgevit evaluate weights/edgevit-mnist.safetensors
 
 test: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

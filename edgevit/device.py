@@ -38,8 +38,16 @@ STEERING_VARIABLES = ("DEV", "OCL_ICD_VENDORS", "OPENCL_VENDOR_PATH", "LD_LIBRAR
 DEVICE_FILES = ("/dev/nvidia*", "/dev/kfd", "/dev/dri/renderD*", "/dev/kgsl-3d0", "/etc/OpenCL/vendors/*.icd")
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class Memo(Protocol):
-    """Where the choice is remembered (edgevit.runtime.cache.Cache)."""
+    """Where the choice is remembered (edgevit.cache.Cache)."""
 
     def recall(self, name: str) -> str | None: ...
     def remember(self, name: str, value: str) -> None: ...

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import stat
@@ -38,14 +39,18 @@ DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def default_cache_dir() -> Path | None:
-    """$EDGEVIT_CACHE, else $XDG_CACHE_HOME/edgevit, else ~/.cache/edgevit; None when $EDGEVIT_CACHE is 0."""
+    """$EDGEVIT_CACHE, else $XDG_CACHE_HOME/edgevit, else ~/.cache/edgevit; None when $EDGEVIT_CACHE is
+    0 or there is no home directory to put it in."""
     env = os.environ.get(CACHE_ENV)
     if env == "0":
         return None
     if env:
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edgevit"
+    if base := os.environ.get("XDG_CACHE_HOME"):
+        return Path(base) / "edgevit"
+    # an empty or missing $HOME is not the root directory: the account's own home is asked instead
+    home = os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
+    return Path(home) / ".cache" / "edgevit" if os.path.isabs(home) and home != "/" else None
 
 
 # --- atomic writes --------------------------------------------------------------------------------
@@ -188,6 +193,74 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view[:CHUNK]) :]
 
 
+def read_regular(path: str | os.PathLike, limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file at `path`, read through one descriptor opened read-only: what a
+    caller checks, hashes and uses is then one and the same, whatever replaces the file meanwhile. A
+    FIFO, device or directory is refused by name (without blocking on it); so is a file over `limit`
+    bytes. Read-only files and filesystems are fine."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise EdgeViTError(f"{path}: no such file") from None
+    except OSError as e:
+        raise EdgeViTError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise EdgeViTError(f"{path}: is a directory, not a {what}")
+        if not stat.S_ISREG(st.st_mode):
+            raise EdgeViTError(f"{path}: not a regular file (a pipe, socket or device), not a {what}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise EdgeViTError(f"{path}: cannot read ({e.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise EdgeViTError(f"{path}: over {limit:,} bytes, more than a {what} may be")
+    return data
+
+
+class OutputLock:
+    """One writer at a time for an output file: `.NAME.lock` beside it, made exclusively and holding the
+    writer's pid. A lock whose process is gone (killed, a power cut) is taken over; one held by a live
+    process is refused by name, so two runs never write the same file and lose one's work silently."""
+
+    def __init__(self, target: str | os.PathLike):
+        target = Path(target)
+        self.path = target.with_name(f".{target.name}.lock")
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                pid = self._holder()
+                if pid is not None and pid != os.getpid() and process_alive(pid):
+                    raise EdgeViTError(
+                        f"{target}: another run (pid {pid}) is writing it; wait for it, or choose another"
+                    ) from None
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+                continue
+            except OSError as e:
+                raise EdgeViTError(f"{target}: cannot write beside it ({e.strerror})") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return
+        raise EdgeViTError(f"{target}: its lock {self.path} keeps coming back; is another run starting?")
+
+    def _holder(self) -> int | None:
+        try:
+            text = self.path.read_text()[:32]
+        except (OSError, UnicodeDecodeError):
+            return None
+        return int(text) if text.isdigit() else None
+
+    def release(self) -> None:
+        if self._holder() == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
 def check_writable(path: str | os.PathLike) -> Path:
     """Fail now, in one line, if `path` could not be written later: its directory is created if
     missing, and a temp file is made there and removed. Returns the file a write would replace."""
@@ -242,6 +315,23 @@ class PrivateDir:
             os.close(fd)
             return None
         return cls(path, fd)
+
+    @staticmethod
+    def refusal(path: str | os.PathLike) -> str:
+        """Why `open` refused `path`, in words."""
+        path = Path(path)
+        try:
+            _private_mkdirs(path)
+            st = os.lstat(path)
+        except OSError as e:
+            return f"cannot create or read it ({e.strerror})"
+        if stat.S_ISLNK(st.st_mode):
+            return "it is a symbolic link"
+        if not stat.S_ISDIR(st.st_mode):
+            return "it is not a directory"
+        if st.st_uid != os.getuid():
+            return "another user owns it"
+        return f"others may use it (mode {stat.S_IMODE(st.st_mode):o}, not 700)"
 
     def _entry_ok(self, st: os.stat_result) -> bool:
         return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & OTHERS_WRITE

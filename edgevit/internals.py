@@ -77,6 +77,17 @@ def require(feature: str) -> None:
 
 
 # --- backends -------------------------------------------------------------------------------------
+def stop_compile_workers() -> None:
+    """End tinygrad's pool of compile and kernel-search processes, if it started one: a command that
+    stops (SIGTERM, Ctrl-C) must leave no process behind, and exiting while the pool waits on
+    workers that the signal already killed would hang."""
+    try:
+        from tinygrad.engine.worker import terminate_worker_pool
+    except ImportError:  # another tinygrad: nothing known to stop
+        return
+    terminate_worker_pool()
+
+
 def known_backends() -> list[str]:
     """Every compute backend tinygrad knows, in its own order of preference."""
     if not AVAILABLE:
@@ -139,6 +150,28 @@ def use_private_compile_cache(directory: PrivateDir | None) -> str | None:
 
             tinygrad.helpers.CACHELEVEL.value = 0  # another version: no compile cache rather than an unchecked one
     return path
+
+
+def _forgiving(function, fallback):
+    """tinygrad's compile-cache reads and writes made harmless: a full disk, a locked or damaged
+    database costs a recompile, never the command (tinygrad raises sqlite3.Error from inside a compile)."""
+
+    def call(table, key, *rest, **kw):
+        try:
+            return function(table, key, *rest, **kw)
+        except sqlite3.Error:
+            return fallback(rest[0] if rest else None)
+
+    return call
+
+
+if AVAILABLE:  # every module that bound tinygrad's cache functions by name gets the forgiving ones
+    import tinygrad.codegen.opt.search as tinygrad_search
+    import tinygrad.device as tinygrad_device
+
+    for _module in (tinygrad_search, tinygrad_device):
+        _module.diskcache_get = _forgiving(tinygrad_helpers.diskcache_get, lambda _: None)
+        _module.diskcache_put = _forgiving(tinygrad_helpers.diskcache_put, lambda value: value)
 
 
 def ensure_private_compile_cache() -> None:

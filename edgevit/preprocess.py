@@ -2,8 +2,10 @@
 
 The pipeline, each step a pure function:
 
-1. decode: Pillow reads PNG, JPEG, GIF, BMP, TIFF, WebP...; EXIF orientation is applied, so a phone
-   photo stored sideways is seen upright. Undecodable or truncated files are errors, and so are
+1. decode: Pillow reads PNG, JPEG (with phones' MPO), GIF, BMP, TIFF, WebP and PNM, and only those:
+   no other decoder runs on a file, whatever its contents say it is (Pillow's EPS reader would run
+   PostScript through Ghostscript). EXIF orientation is applied, so a phone photo stored sideways is
+   seen upright. Undecodable or truncated files are errors, and so are
    files over MAX_IMAGE_BYTES and images over MAX_IMAGE_PIXELS (checked from the header, before any
    pixel is decoded: a small file can declare a huge image).
 2. ink: every mode becomes an ink map on [0, 1]. Palette, 16-bit and float images are scaled by their
@@ -60,6 +62,7 @@ GRAIN = 0.04
 MEDIAN_STEPS = 0.6745 * 2**0.5  # median |a - b| of two independent N(0, 1) values
 DENOISE_PASSES = 2
 MAX_IMAGE_BYTES = 64 * 2**20  # no picture of a digit needs a bigger file
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")  # Pillow's names; JPEG reads MPO too, PPM every PNM
 MAX_IMAGE_PIXELS = 50_000_000  # a 50-megapixel photo; decoding one takes about 150 MB (RGB), 200 MB (RGBA)
 
 
@@ -75,27 +78,29 @@ def decode(data: bytes, name: str = "image") -> Image.Image:
             # it does not. It only warns about a large image; here that is refused, below, by a lower limit.
             warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            Image.init()  # registers every plugin Pillow has: FORMATS picks the ones that may run
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
             size = img.size
             if size[0] * size[1] > MAX_IMAGE_PIXELS:
                 raise Image.DecompressionBombError
             img.load()
             return ImageOps.exif_transpose(img)
     except UnidentifiedImageError:
-        raise EdgeViTError(f"{name}: not an image (no format Pillow can read)") from None
+        raise EdgeViTError(f"{name}: not an image EdgeViT reads ({', '.join(FORMATS[:-1])}, PNM)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise EdgeViTError(f"{name}: image too large (over {MAX_IMAGE_PIXELS:,} pixels)") from None
     except Exception as e:  # Pillow parses hostile bytes: whatever it raises, the file is damaged
         raise EdgeViTError(f"{name}: damaged image ({str(e) or type(e).__name__})") from None
 
 
-def _luminance_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """Grey level on [0, 1] and opacity on [0, 1] (None when the image has no transparency)."""
+def _luminance_and_alpha(img: Image.Image, sixteen_bit: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Grey level on [0, 1] and opacity on [0, 1] (None when the image has no transparency).
+    `sixteen_bit`: an "I" image that was 16-bit before it was reduced."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         if not np.isfinite(arr).all():
             raise EdgeViTError("damaged image (pixel values that are not finite numbers)")
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        top = 65535.0 if sixteen_bit or img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         if img.mode == "F":
             lo, hi = float(arr.min()), float(arr.max())
             return ((arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)).astype(np.float32), None
@@ -170,10 +175,11 @@ def denoise(grey: np.ndarray) -> np.ndarray:
 
 def ink_map(img: Image.Image) -> np.ndarray:
     """Any decoded image -> ink on [0, 1] (1 = full stroke), paper at 0. Raises when there is no ink."""
+    sixteen_bit = img.mode.startswith("I;16")
     if max(img.size) > MAX_WORK:
-        img = img.copy()
+        img = img.convert("I") if sixteen_bit else img.copy()  # Pillow reduces 16-bit images only as 32-bit
         img.thumbnail((MAX_WORK, MAX_WORK), Image.Resampling.BOX)
-    grey, alpha = _luminance_and_alpha(img)
+    grey, alpha = _luminance_and_alpha(img, sixteen_bit)
     if alpha is not None and (alpha < 0.5).mean() > 0.05:
         ink = alpha  # drawn on a transparent canvas: where it is opaque is where the pen went
     else:

@@ -15,16 +15,16 @@ import numpy as np
 
 from edgevit.errors import EdgeViTError
 from edgevit.model import ViTConfig
-from edgevit.weights import load_tensors, open_model_file
+from edgevit.weights import ModelFile, model_file
 
 LAYERNORM_EPS = 1e-5  # tinygrad's nn.LayerNorm default
 ONNX_OPSET = 17  # the first opset with LayerNormalization as one operator
 
 
-def float_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], ViTConfig, tuple[float, float]]:
+def float_weights(weights: str | os.PathLike | ModelFile) -> tuple[dict[str, np.ndarray], ViTConfig, tuple[float, float]]:
     """(name -> float32 array, ViTConfig, (mean, std)) of an fp32 weights file."""
-    header, config, _, pre = open_model_file(path, float_only=True)
-    return {k: v.numpy().astype(np.float32) for k, v in load_tensors(header).items()}, config, pre
+    model = model_file(weights, float_only=True)
+    return model.file.arrays(), model.config, (model.mean, model.std)
 
 
 # --- numpy ------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from edgevit.errors import EdgeViTError
 from edgevit.preprocess import preprocess
 
 BANK_STREAM, HELD_OUT_STREAM = 41, 42  # first seed words: the two sets never share a random stream
-CLEAN_SHARE = 0.15  # of the bank: clean digits, only preprocessed (as a user's plain file is)
+CLEAN_SHARE = 0.25  # of the bank: clean digits, only preprocessed (as a user's plain file is)
 SECOND_KIND = 0.3  # of the damaged ones: a second kind on top
 MNIST_SHARE = 0.6  # of the bank: stored as benchmarks store digits (28x28, white on black); else on paper
 MAX_SEVERITY = 1.1  # training severities run a little past the report's worst level

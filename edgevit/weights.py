@@ -8,6 +8,11 @@ A file is data from anywhere, so everything is checked before anything is built 
 is JSON of the right types, the tensors tile the data exactly (no gaps, no overlaps), the config's
 sizes are whole numbers in sane ranges (edgevit.model) and match the tensors, the normalisation
 constants are finite with a positive std, and every float tensor is finite.
+
+A file is read once (`read_weights`): its checks, its sha256 (which names it in the cache) and its
+tensors all come from those bytes, so a file replaced while it is used cannot mix two files, and a
+file this user may only read (a read-only filesystem, a system-wide install) loads like any other.
+`ModelFile.open` adds what the model needs: config, scheme, normalisation, calibration, reject rule.
 """
 
 from __future__ import annotations
@@ -17,19 +22,19 @@ import json
 import math
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tinygrad import Tensor
-from tinygrad.nn.state import inverse_safe_dtypes, load_state_dict, safe_load
+from tinygrad.nn.state import inverse_safe_dtypes, load_state_dict
 
 from edgevit import internals
 from edgevit.answer import Reject
 from edgevit.checks import checked_float, is_finite, is_int
 from edgevit.errors import EdgeViTError
-from edgevit.files import atomic_write
+from edgevit.files import atomic_write, read_regular
 from edgevit.model import ViT, ViTConfig
 from edgevit.quant import schemes
 
@@ -57,6 +62,8 @@ DTYPE_BYTES = {
 }
 # float dtypes as numpy reads them; BF16 (no numpy type) as its bits: non-finite means an all-ones exponent
 FLOAT_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}
+NUMPY_DTYPES = FLOAT_DTYPES | {"U8": "u1", "I8": "i1", "I16": "<i2", "U16": "<u2", "I32": "<i4", "U32": "<u4"}
+MAX_WEIGHTS_BYTES = 2**30  # the largest config edgevit.model allows is far smaller
 BF16_EXPONENT = 0x7F80
 METADATA_KINDS = {dict: "an object", list: "a list", str: "a string", int: "a whole number", float: "a finite number"}
 
@@ -80,40 +87,23 @@ class WeightsHeader:
         return {k: v for k, v in self.tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def encode_metadata(values: dict[str, Any]) -> dict[str, str]:
     # safetensors metadata is str -> str; JSON-encode each value so other readers accept the file
     return {"format": FORMAT, "format_version": str(FORMAT_VERSION)} | {k: json.dumps(v) for k, v in values.items()}
 
 
-def read_header(path: str | os.PathLike) -> WeightsHeader:
-    """Parse and validate a safetensors header without touching the tensor data."""
-    path = Path(path)
+def parse_header(path: Path, data: bytes) -> WeightsHeader:
+    """Parse and validate the safetensors header of a file's bytes `data` (from `path`)."""
+    size = len(data)
+    if size < HEADER_LEN_BYTES:
+        raise EdgeViTError(f"{path}: not a safetensors file ({size} bytes)")
+    (header_len,) = struct.unpack("<Q", data[:HEADER_LEN_BYTES])
+    if header_len > min(MAX_HEADER_BYTES, size - HEADER_LEN_BYTES):
+        raise EdgeViTError(
+            f"{path}: not a safetensors file (header length {header_len} exceeds the file or {MAX_HEADER_BYTES})"
+        )
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(HEADER_LEN_BYTES)
-            if len(head) < HEADER_LEN_BYTES:
-                raise EdgeViTError(f"{path}: not a safetensors file ({size} bytes)")
-            (header_len,) = struct.unpack("<Q", head)
-            if header_len > min(MAX_HEADER_BYTES, size - HEADER_LEN_BYTES):
-                raise EdgeViTError(
-                    f"{path}: not a safetensors file (header length {header_len} exceeds the file or {MAX_HEADER_BYTES})"
-                )
-            raw = f.read(header_len)
-    except IsADirectoryError:
-        raise EdgeViTError(f"{path}: is a directory, not a weights file") from None
-    except OSError as e:
-        raise EdgeViTError(f"{path}: cannot read weights ({e.strerror})") from None
-    try:
-        tensors, meta_raw = _parse_header(raw)
+        tensors, meta_raw = _parse_header(data[HEADER_LEN_BYTES : HEADER_LEN_BYTES + header_len])
     except (ValueError, RecursionError) as e:
         raise EdgeViTError(f"{path}: corrupt safetensors header ({e})") from None
     end = max((t.offsets[1] for t in tensors.values()), default=0)
@@ -128,6 +118,47 @@ def read_header(path: str | os.PathLike) -> WeightsHeader:
     except (ValueError, RecursionError) as e:
         raise EdgeViTError(f"{path}: corrupt metadata ({e})") from None
     return WeightsHeader(path, tensors, metadata, HEADER_LEN_BYTES + header_len)
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A weights or checkpoint file as read, once: its bytes, their sha256 and their parsed header."""
+
+    header: WeightsHeader
+    data: bytes = field(repr=False)
+    sha256: str
+
+    @property
+    def path(self) -> Path:
+        return self.header.path
+
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """The tensors whose names start with `prefix` (stripped), as numpy arrays copied out of the bytes."""
+        out = {}
+        for name, info in self.header.tensors.items():
+            if name.startswith(prefix):
+                if info.dtype not in NUMPY_DTYPES:
+                    raise EdgeViTError(f"{self.path}: tensor {name!r} is {info.dtype}, which EdgeViT does not load")
+                start = self.header.data_start + info.offsets[0]
+                raw = np.frombuffer(self.data, NUMPY_DTYPES[info.dtype], math.prod(info.shape), start)
+                out[name[len(prefix) :]] = raw.reshape(info.shape).astype(raw.dtype.newbyteorder("="))
+        return out
+
+    def tensors(self, prefix: str = "") -> dict[str, Tensor]:
+        """The same tensors on tinygrad's default device."""
+        return {name: Tensor(array) for name, array in self.arrays(prefix).items()}
+
+
+def read_weights(path: str | os.PathLike) -> WeightsFile:
+    """Read a weights or checkpoint file once and validate its header (not yet its tensors)."""
+    path = Path(path)
+    data = read_regular(path, MAX_WEIGHTS_BYTES, "weights file")
+    return WeightsFile(parse_header(path, data), data, hashlib.sha256(data).hexdigest())
+
+
+def read_header(path: str | os.PathLike) -> WeightsHeader:
+    """The validated header of the file at `path`."""
+    return read_weights(path).header
 
 
 def _parse_header(raw: bytes) -> tuple[dict[str, TensorInfo], dict[str, str]]:
@@ -183,16 +214,12 @@ def metadata_value(header: WeightsHeader, *keys: str | int, kind: type):
     return value
 
 
-def check_finite(header: WeightsHeader, names: list[str] | None = None) -> None:
+def check_finite(file: WeightsFile, names: list[str] | None = None) -> None:
     """Refuse a file whose float tensors (those in `names`, default all) hold NaN or infinity: a model
     with them answers "0 nan%", which is no answer."""
+    header = file.header
     wanted = [n for n in (header.tensors if names is None else names) if header.tensors[n].dtype in (*FLOAT_DTYPES, "BF16")]
-    if not wanted:
-        return
-    try:
-        data = np.fromfile(header.path, np.uint8, offset=header.data_start)
-    except OSError as e:
-        raise EdgeViTError(f"{header.path}: cannot read weights ({e.strerror})") from None
+    data = np.frombuffer(file.data, np.uint8, offset=header.data_start)
     bad = []
     for name in wanted:
         info = header.tensors[name]
@@ -257,11 +284,6 @@ def save(path: str | os.PathLike, tensors: dict[str, Tensor], metadata: dict[str
     atomic_write(path, write, deferred=True)
 
 
-def load_tensors(header: WeightsHeader, prefix: str = "") -> dict:
-    """The file's tensors whose names start with `prefix` (prefix stripped), still on the DISK device."""
-    return {k[len(prefix) :]: v for k, v in safe_load(str(header.path)).items() if k.startswith(prefix)}
-
-
 def config_of(header: WeightsHeader) -> ViTConfig:
     """The model config in a file's metadata, its sizes checked (ViTConfig) before anything is built."""
     raw = header.metadata.get("config")
@@ -309,33 +331,61 @@ def reject_of(header: WeightsHeader, config: ViTConfig) -> Reject:
         raise EdgeViTError(f"{header.path}: {e}") from None
 
 
-def open_model_file(path: str | os.PathLike, float_only: bool = False):
-    """Read and check a weights file of any scheme without loading its tensors.
+@dataclass(frozen=True)
+class ModelFile:
+    """A weights file of any scheme, read and checked once: everything a runtime, the export,
+    evaluation, the demo or quantization needs to know about it, and `build()` for its model."""
 
-    Returns (header, ViTConfig, scheme, (mean, std)); `float_only` refuses quantized files.
-    """
-    header = read_header(path)
-    scheme = scheme_of(header)
-    if float_only and scheme != "fp32":
-        raise EdgeViTError(f"{header.path}: holds {scheme} weights; this tool needs float (fp32) weights")
-    config = config_of(header)
-    check_tensors(header, schemes.parameter_specs(config, scheme))
-    mean_std = preprocess_of(header)
-    temperature_of(header)  # a bad one fails here, before any work
-    reject_of(header, config)
-    check_finite(header, list(header.model_tensors))
-    return header, config, scheme, mean_std
+    file: WeightsFile
+    config: ViTConfig
+    scheme: str
+    mean: float
+    std: float
+    temperature: float
+    reject: Reject
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, float_only: bool = False) -> ModelFile:
+        """Read and check `path`; `float_only` refuses quantized files."""
+        file = read_weights(path)
+        header = file.header
+        scheme = scheme_of(header)
+        if float_only and scheme != "fp32":
+            raise EdgeViTError(f"{header.path}: holds {scheme} weights; this tool needs float (fp32) weights")
+        config = config_of(header)
+        check_tensors(header, schemes.parameter_specs(config, scheme))
+        mean, std = preprocess_of(header)
+        check_finite(file, list(header.model_tensors))
+        return cls(file, config, scheme, mean, std, temperature_of(header), reject_of(header, config))
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    @property
+    def header(self) -> WeightsHeader:
+        return self.file.header
+
+    @property
+    def sha256(self) -> str:
+        return self.file.sha256
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.file.header.metadata
+
+    def build(self) -> ViT:
+        """The model, its `scheme` weights loaded onto the default device from the bytes that were checked."""
+        internals.ensure_private_compile_cache()  # before anything compiles: see internals
+        model = schemes.build_vit(self.config, self.scheme)
+        load_state_dict(model, self.file.tensors(), verbose=False)
+        return model
 
 
-def build_model(header: WeightsHeader, config: ViTConfig, scheme: str = "fp32") -> ViT:
-    """The model `config` and `scheme` describe, with the file's tensors loaded onto the default device."""
-    internals.ensure_private_compile_cache()  # before anything compiles: see internals
-    model = schemes.build_vit(config, scheme)
-    load_state_dict(model, load_tensors(header), verbose=False)
-    return model
-
-
-def load_model(path: str | os.PathLike, float_only: bool = False) -> tuple[ViT, WeightsHeader]:
-    """Rebuild the model a weights file describes, weights loaded: (model, header)."""
-    header, config, scheme, _ = open_model_file(path, float_only)
-    return build_model(header, config, scheme), header
+def model_file(weights: str | os.PathLike | ModelFile, float_only: bool = False) -> ModelFile:
+    """`weights` as a ModelFile: opened if it is a path."""
+    if isinstance(weights, ModelFile):
+        if float_only and weights.scheme != "fp32":
+            raise EdgeViTError(f"{weights.path}: holds {weights.scheme} weights; this tool needs float (fp32) weights")
+        return weights
+    return ModelFile.open(weights, float_only)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY_FLAGS = ["--dim", "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32"]
+TINY_FLAGS = ["--recipe", "plain", "--dim", "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32"]
 
 
 def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
@@ -44,7 +44,7 @@ def run_module(module: str, *args: str, timeout: float = 600, text: bool = True,
 
 def step_losses(trainer, stop_after=None):
     """Every step's loss of a Trainer run (stopped after `stop_after` steps, if given)."""
-    from edgevit.trainer import StepReport
+    from edgevit.training.trainer import StepReport
 
     losses = []
     for event in trainer.run(stop=lambda: stop_after is not None and len(losses) >= stop_after):
@@ -141,7 +141,6 @@ def rejecting_weights(tmp_path_factory) -> dict[str, Path]:
 
 def reject_rule(weights: Path):
     """The "not a digit" rule stored in a weights file."""
-    from edgevit.weights import open_model_file, reject_of
+    from edgevit.weights import ModelFile
 
-    header, config, _, _ = open_model_file(weights)
-    return reject_of(header, config)
+    return ModelFile.open(weights).reject

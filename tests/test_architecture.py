@@ -16,10 +16,10 @@ INTERNAL_NAMES = re.compile(
 LAYERS = [
     {"errors", "checks", "files", "resources", "internals", "quant"},
     {"model", "data", "quant.codec", "measure"},
-    {"quant.schemes", "preprocess", "attention", "explain", "device", "cli", "calibration", "answer"},
-    {"degrade", "degrade.ops", "degrade.kinds", "writers"},
+    {"quant.schemes", "preprocess", "attention", "explain", "device", "calibration", "answer", "cli"},
+    {"degrade", "degrade.ops", "degrade.kinds", "writers", "cache"},
     {"weights", "robustness"},
-    {"graph", "reference", "quant.files"},
+    {"graph", "reference"},
     {
         "export.plan",
         "export.int8",
@@ -31,20 +31,40 @@ LAYERS = [
         "export.boards",
         "export",
     },
+    {"replay", "replay.native", "replay.int8", "replay.launcher", "replay.schedule", "replay.replay"},
+    {"runtime.backend", "runtime.jit", "runtime.tinygrad", "runtime.c", "runtime.classifier", "runtime"},
     {
-        "runtime.cache",
-        "runtime.native",
-        "runtime.int8",
-        "runtime.launcher",
-        "runtime.schedule",
-        "runtime.replay",
-        "runtime.jit",
-        "runtime.c",
-        "runtime.classifier",
-        "runtime",
+        "training",
+        "training.settings",
+        "training.batches",
+        "training.optimizer",
+        "training.calibrate",
+        "training.step",
+        "training.trainer",
+        "training.banks",
+        "training.checkpoint",
+        "classify",
+        "evaluation",
+        "quantize",
+        "demo",
+        "demo.site",
+        "demo.server",
     },
-    {"step", "trainer", "checkpoint", "evaluate", "classify", "train", "demo", "demo.site", "demo.server", "demo.cli"},
+    {
+        "cli.classify",
+        "cli.train",
+        "cli.evaluate",
+        "cli.quantize",
+        "cli.export",
+        "cli.demo",
+        "cli.main",
+        "train",
+        "evaluate",
+        "__main__",
+    },
 ]
+# no class longer than this, no function longer than that (lines, docstrings included)
+MAX_CLASS_LINES, MAX_FUNCTION_LINES = 150, 80
 
 
 def module_name(path: Path) -> str:
@@ -106,3 +126,20 @@ def test_tinygrad_internals_are_used_from_one_module_only():
                 offenders.append(f"{name}: from {node.module} import ...")
         offenders += [f"{name}: {m.group(0)}" for m in INTERNAL_NAMES.finditer(source)]
     assert not offenders, offenders
+
+
+def test_no_unit_is_too_long_to_read():
+    """Small units with one job each: every class and function of the package within the limits."""
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.end_lineno - node.lineno + 1 > limit:
+                long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long, long
+
+
+def test_the_replay_does_not_import_a_runtime():
+    for name, path in modules().items():
+        if name.startswith("replay"):
+            assert not {m for m in imports(path) if m.startswith("runtime")}, name

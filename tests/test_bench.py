@@ -16,7 +16,7 @@ import bench
 from edgevit.data import normalize
 from edgevit.errors import EdgeViTError
 from edgevit.measure import Worker, WorkerError
-from edgevit.weights import open_model_file
+from edgevit.weights import ModelFile
 
 ONNX_PEERS = ("onnxruntime", "openvino")
 MISSING_LINE = "peers missing"
@@ -90,9 +90,9 @@ def test_peers_left_out_are_named_and_the_rest_measured(tmp_path, capsys, monkey
 
 @pytest.fixture(scope="module")
 def inputs(mnist) -> bench.Inputs:
-    _, _, _, (mean, std) = open_model_file(SHIPPED)
+    model = ModelFile.open(SHIPPED)
     pixels = mnist.test.images[: bench.IMAGES].astype(np.float32)
-    return bench.Inputs(pixels, normalize(pixels, mean, std))
+    return bench.Inputs(pixels, normalize(pixels, model.mean, model.std))
 
 
 def test_onnx_runtime_int8_agrees_with_edgevit_and_times(inputs, tmp_path):

@@ -7,17 +7,18 @@ import pytest
 from conftest import step_losses
 from tinygrad.nn.state import get_state_dict
 
-from edgevit import checkpoint, weights
+from edgevit import weights
 from edgevit.errors import EdgeViTError
 from edgevit.model import ViTConfig
-from edgevit.trainer import Trainer, TrainSettings
+from edgevit.training import checkpoint
+from edgevit.training.trainer import Trainer, TrainSettings
 
 TINY = ViTConfig(dim=16, depth=1, heads=2, mlp_dim=32, dropout=0.1)
 
 
 def state(trainer):
     tensors = {k: v.numpy() for k, v in get_state_dict(trainer.model).items()}
-    for group, (_, opt) in trainer.groups.items():
+    for group, (_, opt) in trainer.optimizer.groups.items():
         tensors |= {f"{group}.m{i}": m.numpy() for i, m in enumerate(opt.m)}
         tensors |= {f"{group}.v{i}": v.numpy() for i, v in enumerate(opt.v)}
     return tensors
@@ -35,7 +36,7 @@ def test_same_seed_same_losses_and_resume_continues_exactly(mnist, tmp_path):
     ckpt = tmp_path / "run.ckpt.safetensors"
     checkpoint.save(first, ckpt)
 
-    resumed = checkpoint.resume(ckpt, mnist)
+    resumed = checkpoint.resume(checkpoint.read(ckpt), mnist)
     assert resumed.step == 7
     saved, restored = state(first), state(resumed)
     assert all(np.array_equal(saved[k], restored[k]) for k in saved)  # the checkpoint round trip is exact
@@ -48,7 +49,7 @@ def test_same_seed_same_losses_and_resume_continues_exactly(mnist, tmp_path):
     last = Trainer(TINY, settings, mnist)
     assert step_losses(last, stop_after=12) == expected and len(last.history) == 1
     checkpoint.save(last, ckpt)
-    finisher = checkpoint.resume(ckpt, mnist)
+    finisher = checkpoint.resume(checkpoint.read(ckpt), mnist)
     assert step_losses(finisher) == [] and finisher.history == uninterrupted.history
 
 
@@ -57,7 +58,7 @@ def edited(source, path, edit):
     header = weights.read_header(source)
     metadata = copy.deepcopy(header.metadata)
     edit(metadata)
-    weights.save(path, weights.load_tensors(header), metadata)
+    weights.save(path, weights.read_weights(header.path).tensors(), metadata)
     return path
 
 
@@ -85,7 +86,7 @@ def fresh_checkpoint(mnist, tmp_path_factory):
 def test_a_checkpoint_with_edited_metadata_is_one_error(mnist, fresh_checkpoint, tmp_path, case):
     edit, message = EDITS[case]
     with pytest.raises(EdgeViTError) as e:
-        checkpoint.resume(edited(fresh_checkpoint, tmp_path / "edited.ckpt.safetensors", edit), mnist)
+        checkpoint.resume(checkpoint.read(edited(fresh_checkpoint, tmp_path / "edited.ckpt.safetensors", edit)), mnist)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 

@@ -37,7 +37,7 @@ def test_model_json_describes_the_model_and_passes_temperature_on(tmp_path):
     weights.save(path, get_state_dict(ViT(cfg)), meta)
     wasm = tmp_path / "edgevit.wasm"
     wasm.write_bytes(b"\0asm")
-    config = site.model_config(path, wasm)
+    config = site.model_config(weights.ModelFile.open(path), wasm)
     assert (config["grid"], config["tokens"], config["depth"], config["heads"]) == (4, 17, 1, 2)
     assert config["num_classes"] == len(config["labels"]) == 11 and config["labels"][-1] == "not a digit"
     assert config["temperature"] == 1.7
@@ -46,18 +46,28 @@ def test_model_json_describes_the_model_and_passes_temperature_on(tmp_path):
 
 def test_a_site_is_built_with_everything_the_page_loads(tiny_weights, tmp_path):
     built = site.write_site(tiny_weights, tmp_path / "site")
-    assert sorted(p.name for p in built.iterdir()) == sorted([*site.STATIC_FILES, site.WASM_NAME, site.CONFIG_NAME])
+    assert sorted(p.name for p in built.iterdir()) == sorted(
+        [*site.STATIC_FILES, site.WASM_NAME, site.CONFIG_NAME, site.MARKER]
+    )
     assert (built / site.WASM_NAME).read_bytes()[:4] == b"\0asm"
     assert json.loads((built / site.CONFIG_NAME).read_text())["depth"] == 2
 
 
-def test_write_site_never_replaces_a_directory_it_did_not_build(tmp_path):
+def test_write_site_never_replaces_a_directory_it_did_not_build(tiny_weights, tmp_path):
     precious = tmp_path / "site"
-    precious.mkdir()
-    (precious / "notes.txt").write_text("mine")
-    with pytest.raises(EdgeViTError, match="not a site"):
-        site.write_site("unused.safetensors", precious)
-    assert (precious / "notes.txt").read_text() == "mine"
+    (precious / "src").mkdir(parents=True)
+    (precious / "src" / "a.py").write_text("mine")
+    (precious / site.CONFIG_NAME).write_text("{}")  # a model.json of its own is not the mark of a built site
+    with pytest.raises(EdgeViTError, match="not a site built by edgevit-demo"):
+        site.write_site(tiny_weights, precious)
+    assert (precious / "src" / "a.py").read_text() == "mine"
+    for target in (tmp_path / "a-file", "/"):
+        (tmp_path / "a-file").write_text("mine")
+        with pytest.raises(EdgeViTError, match=r"not a folder|mount point or the root"):
+            site.write_site(tiny_weights, target)
+    assert (tmp_path / "a-file").read_text() == "mine"
+    built = site.write_site(tiny_weights, tmp_path / "built")
+    assert site.write_site(tiny_weights, built) == built  # its own site it replaces
 
 
 def test_replacing_a_site_leaves_only_the_new_one(tmp_path):

@@ -86,7 +86,7 @@ def test_a_damaged_or_planted_memo_is_ignored(planted):
 
 
 def test_list_devices_prints_every_backend_and_the_chosen_one(tmp_path):
-    done = run_module("edgevit.classify", "--list-devices", env={**os.environ, "EDGEVIT_CACHE": str(tmp_path)})
+    done = run_module("edgevit.cli.classify", "--list-devices", env={**os.environ, "EDGEVIT_CACHE": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert [line.split()[0] for line in lines] == device.internals.known_backends()

@@ -15,7 +15,7 @@ from edgevit.answer import NOT_A_DIGIT, answer, answers
 from edgevit.data import load_negatives
 from edgevit.errors import EdgeViTError
 from edgevit.export import boards
-from edgevit.quant.files import quantize_file
+from edgevit.quantize import quantize_file
 from edgevit.runtime import Classifier
 
 pytestmark = pytest.mark.devices

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, SHIPPED, run_module
 
-from edgevit.quant.files import quantize_file
+from edgevit.quantize import quantize_file
 
 pytestmark = pytest.mark.devices
 
@@ -43,7 +43,7 @@ import json, sys
 from edgevit.data import load_dataset
 from edgevit.device import select_device
 from edgevit.model import ViTConfig
-from edgevit.trainer import StepReport, Trainer, TrainSettings
+from edgevit.training.trainer import StepReport, Trainer, TrainSettings
 select_device(sys.argv[1])
 settings = TrainSettings(epochs=1, batch_size=32, limit=32 * int(sys.argv[2]), augment=False)
 trainer = Trainer(ViTConfig(dim=32, depth=2, heads=4, mlp_dim=64), settings, load_dataset())
@@ -108,12 +108,12 @@ def test_evaluate_on_opencl_gives_the_cpu_accuracy():
 
 def test_with_pocl_installed_the_measured_choice_is_still_the_cpu(tmp_path):
     env = {**WITH_POCL, "EDGEVIT_CACHE": str(tmp_path)}
-    listed = run_module("edgevit.classify", "--list-devices", env=env)
+    listed = run_module("edgevit.cli.classify", "--list-devices", env=env)
     assert listed.returncode == 0, listed.stderr
     lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
     assert "usable" in lines["CL"] and " ms" in lines["CL"] and not lines["CL"].endswith("chosen")
     assert lines["CPU"].endswith("chosen")
-    done = run_module("edgevit.classify", str(ROOT / "samples" / "mnist-3.png"), "--json", env=env)
+    done = run_module("edgevit.cli.classify", str(ROOT / "samples" / "mnist-3.png"), "--json", env=env)
     assert done.returncode == 0 and json.loads(done.stdout)["digit"] == 3, done.stderr
 
 
@@ -124,9 +124,9 @@ def test_a_remembered_opencl_that_disappears_is_dropped_without_a_traceback(tmp_
     # as if CL had been measured fastest here (say, a GPU's OpenCL)
     (tmp_path / "backends.json").write_text(json.dumps({key: {"batch-1": {"CL": 0.01, "CPU": 0.5}}}))
     (tmp_path / "backends.json").chmod(0o600)
-    still_there = run_module("edgevit.classify", "--list-devices", env=env)
+    still_there = run_module("edgevit.cli.classify", "--list-devices", env=env)
     assert [line.split()[0] for line in still_there.stdout.splitlines() if line.endswith("chosen")] == ["CL"]
     gone = {**env, "OCL_ICD_VENDORS": str(tmp_path / "no-vendors")}  # the driver was removed
-    done = run_module("edgevit.classify", str(ROOT / "samples" / "mnist-3.png"), "--json", env=gone)
+    done = run_module("edgevit.cli.classify", str(ROOT / "samples" / "mnist-3.png"), "--json", env=gone)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert json.loads(done.stdout)["digit"] == 3

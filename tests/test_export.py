@@ -11,7 +11,7 @@ from edgevit import export
 from edgevit.answer import NOT_A_DIGIT, answer, answers
 from edgevit.data import load_negatives
 from edgevit.errors import EdgeViTError
-from edgevit.quant.files import quantize_file
+from edgevit.quantize import quantize_file
 from edgevit.runtime import Classifier
 from edgevit.runtime.c import CModel
 
@@ -61,7 +61,7 @@ def tinygrad_reference(images, tmp_path_factory):
 
 def test_export_writes_the_promised_files_and_sizes(exported):
     _, directory, result = exported["int8"]
-    assert sorted(p.name for p in directory.iterdir()) == sorted(export.SOURCES)
+    assert sorted(p.name for p in directory.iterdir()) == sorted([*export.SOURCES, export.MARKER])
     header = (directory / "edgevit_model.h").read_text()
     assert "int edgevit_classify(const uint8_t image[EDGEVIT_PIXELS], float probs[EDGEVIT_NUM_CLASSES]);" in header
     assert f"#define EDGEVIT_WEIGHTS_BYTES {result.weights_bytes}" in header
@@ -94,7 +94,7 @@ def test_c_program_matches_the_tinygrad_runtime(exported, tinygrad_reference, im
         library = tmp_path / f"lib-{name}.so"
         compile_c(compiler, library, directory / "edgevit_model.c", flags=["-fPIC", "-shared"], extra=["-lm"])
         clf = Classifier(weights, cache_dir=None)
-        probs, attention = CModel(library.read_bytes(), str(library), clf.sha256, clf.config)(images)
+        probs, attention = CModel(library.read_bytes(), str(library), clf.model.sha256, clf.config)(images)
         np.testing.assert_allclose(probs, tinygrad_reference[name].probs, atol=1e-4)
         np.testing.assert_allclose(attention, tinygrad_reference[name].attention, atol=1e-4)
         assert (probs[:N_IMAGES, :10].argmax(1) == mnist.test.labels[:N_IMAGES]).mean() > 0.98
@@ -160,11 +160,11 @@ def test_c_runtime_is_built_once_cached_and_checked(mnist, tmp_path, tinygrad_re
     assert second.cache_hits == [0]
     # a library exported from other weights is refused, not silently used
     library = tmp_path / "int8.so"
-    library.write_bytes(second.library.image())
+    library.write_bytes(second.backend.library.image())
     with pytest.raises(EdgeViTError, match="exported from different weights"):
         Classifier(SHIPPED, runtime="c", c_library=library).predict(images[:1])
     # the cache key holds the search width: a different one builds a different library
-    assert Classifier(INT8, cache_dir=tmp_path, runtime="c", beam=1).library.key() != second.library.key()
+    assert Classifier(INT8, cache_dir=tmp_path, runtime="c", beam=1).backend.library.key() != second.backend.library.key()
     with pytest.raises(EdgeViTError, match="the C runtime runs on this CPU"):
         Classifier(INT8, runtime="c", device="CPU")
 
@@ -192,7 +192,7 @@ def test_a_batch_library_that_cannot_be_built_leaves_big_batches_to_the_batch_1_
         tries.append(1)
         raise RuntimeError("a kernel search tinygrad refuses")
 
-    monkeypatch.setattr(clf.batch_library, "image", fails)
+    monkeypatch.setattr(clf.backend.batch_library, "image", fails)
     expected = np.concatenate([clf.predict(images[i : i + 1]).probs for i in range(len(images))])
     for _ in range(2):
         np.testing.assert_array_equal(clf.predict(images).probs, expected)  # the batch-1 library, image by image
@@ -203,9 +203,9 @@ def test_classify_cli_with_the_c_runtime(tmp_path):
     env = {**os.environ, "EDGEVIT_CACHE": str(tmp_path)}
     # no search: the library's default search (a minute here) runs in test_bench's quick bench
     sample = str(ROOT / "samples" / "mnist-3.png")
-    done = run_module("edgevit.classify", "--runtime", "c", "--beam", "0", sample, env=env)
+    done = run_module("edgevit.cli.classify", "--runtime", "c", "--beam", "0", sample, env=env)
     assert done.returncode == 0 and done.stdout.split()[1] == "3", done.stderr
-    done = run_module("edgevit.classify", "--c-library", "x.so", sample, env=env)
+    done = run_module("edgevit.cli.classify", "--c-library", "x.so", sample, env=env)
     assert done.returncode == 1 and done.stderr.strip() == "edgevit-classify: error: --c-library needs --runtime c"
 
 
@@ -268,9 +268,13 @@ def test_export_without_attention_saves_its_ram_and_still_classifies(tiny_weight
     full = export.export(tiny_weights, tmp_path / "full")
     lean = export.export(tiny_weights, tmp_path / "lean", attention=False)
     saved = full.ram_bytes - lean.ram_bytes
-    assert saved >= 2 * 2 * 17 * 17 * 4  # at least the maps themselves: depth 2, heads 2, 17 x 17 floats
+    assert saved >= 2 * 2 * 17 * 17 * 4  # at least the maps themselves (depth 2, heads 2, 17 x 17 floats), as the header says
     header = (tmp_path / "lean" / "edgevit_model.h").read_text()
-    assert "#define EDGEVIT_HAS_ATTENTION 0" in header and f"exported without the attention maps: {saved} bytes less" in header
+    maps = 2 * 2 * 17 * 17 * 4
+    assert (
+        "#define EDGEVIT_HAS_ATTENTION 0" in header
+        and f"exported without the attention maps: at least {maps} bytes less" in header
+    )
     subprocess.run(["make", "-s", "-C", str(tmp_path / "lean")], check=True, capture_output=True)
     pgms = []
     for i, image in enumerate(mnist.test.images[:20]):

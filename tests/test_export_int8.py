@@ -13,7 +13,7 @@ from conftest import SHIPPED
 
 from edgevit.export import export, int8
 from edgevit.export.render import template
-from edgevit.quant.files import quantize_file
+from edgevit.quantize import quantize_file
 
 # (M, K, N): one image's shapes (17 tokens; K 49 is the patch embedding, a short last group), row tails
 # of every length, and 256 images' worth of rows

@@ -14,7 +14,9 @@ from conftest import ROOT
 from tinygrad import Tensor
 
 from edgevit import weights
-from edgevit.classify import classify, escape_name
+from edgevit.classify import classify
+from edgevit.cli.classify import escape_name
+from edgevit.runtime import Classifier
 
 SAMPLE = ROOT / "samples" / "mnist-3.png"
 
@@ -36,7 +38,7 @@ def shell(tiny_weights, tmp_path_factory):
     def run(redirect: str, *args: str) -> subprocess.CompletedProcess:
         quoted = " ".join(f"'{a}'" for a in args)
         env = {**os.environ, "EDGEVIT_WEIGHTS": str(tiny_weights), "EDGEVIT_CACHE": str(cache)}
-        command = f"{sys.executable} -m edgevit.classify {quoted} {redirect}"
+        command = f"{sys.executable} -m edgevit.cli.classify {quoted} {redirect}"
         return subprocess.run(["bash", "-c", command], capture_output=True, cwd=ROOT, env=env, timeout=300)
 
     return run
@@ -86,12 +88,12 @@ def test_attention_onto_a_file_with_several_images_is_one_line(shell, tmp_path):
 
 
 def test_a_model_that_overflows_gives_an_error_not_nan(tiny_weights, tmp_path):
-    header = weights.read_header(tiny_weights)
-    tensors = {k: v.to("CPU").realize() for k, v in weights.load_tensors(header).items()}
-    tensors["head.weight"] = Tensor(np.full(tuple(header.tensors["head.weight"].shape), 3e38, np.float32))
+    file = weights.read_weights(tiny_weights)
+    tensors = file.tensors()
+    tensors["head.weight"] = Tensor(np.full(tuple(file.header.tensors["head.weight"].shape), 3e38, np.float32))
     huge = tmp_path / "huge.safetensors"
-    weights.save(huge, tensors, header.metadata)
-    [result] = classify([str(SAMPLE)], huge)
+    weights.save(huge, tensors, file.header.metadata)
+    [result] = classify([str(SAMPLE)], Classifier(huge))
     assert result.probs is None and result.error.startswith("the model's output is not a number")
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from edgevit import preprocess, weights
 from edgevit.data import load_dataset, parse_idx, read_idx
 from edgevit.errors import EdgeViTError
-from edgevit.evaluate import evaluate
+from edgevit.evaluation import evaluate
 from edgevit.model import ViTConfig
 
 
@@ -42,7 +42,7 @@ def rewritten(source: Path, target: Path, edit=None, data: bytes | None = None, 
 
 def refused(path: Path, needle: str) -> str:
     with pytest.raises(EdgeViTError) as e:
-        weights.open_model_file(path)
+        weights.ModelFile.open(path)
     assert needle in str(e.value) and str(e.value).startswith(str(path)), str(e.value)
     return str(e.value)
 

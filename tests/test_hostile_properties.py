@@ -126,7 +126,7 @@ def test_weights_headers_raise_only_their_own_error_within_the_file_size(weights
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "w.safetensors"
         path.write_bytes(raw)
-        peak, _ = peak_bytes(lambda: weights.open_model_file(path))
+        peak, _ = peak_bytes(lambda: weights.ModelFile.open(path))
     assert peak <= 16 * len(raw) + MIB  # the header's JSON as Python objects, and one read of the data
 
 
@@ -159,7 +159,7 @@ def test_any_json_value_anywhere_in_the_header_is_checked(tiny_weights, data):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "w.safetensors"
         path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
-        peak, _ = peak_bytes(lambda: weights.open_model_file(path))
+        peak, _ = peak_bytes(lambda: weights.ModelFile.open(path))
     assert peak <= 16 * len(raw) + MIB
 
 

@@ -45,7 +45,7 @@ from edgevit.runtime import Classifier
 print(internals.version_problem())
 clf = Classifier({str(tiny_weights)!r}, cache_dir={str(tmp_path / "cache")!r})
 np.save({str(tmp_path / "probs.npy")!r}, clf.predict(np.load({str(tmp_path / "images.npy")!r})).probs)
-print("replay", clf.jit.replay(1), "cache", clf.jit.cache.enabled)
+print("replay", clf.backend.replay(1), "cache", clf.backend.jit.cache.enabled)
 try:
     export({str(tiny_weights)!r}, {str(tmp_path / "c")!r})
 except EdgeViTError as e:

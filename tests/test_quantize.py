@@ -11,14 +11,14 @@ from conftest import ROOT, SHIPPED, run_module
 
 from edgevit import weights
 from edgevit.errors import EdgeViTError
-from edgevit.quant.files import quantize_file
+from edgevit.quantize import quantize_file
 from edgevit.runtime import Classifier
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
     tool = [sys.executable, str(ROOT / "tools" / "quantize.py")]
     for args, needle in [
-        ([str(tmp_path / "none.safetensors")], "none.safetensors: cannot read weights"),
+        ([str(tmp_path / "none.safetensors")], "none.safetensors: no such file"),
         ([str(SHIPPED), "--percentile", "0"], "--percentile must be in (0, 100]"),
         ([str(ROOT / "README.md")], "README.md: not a safetensors file"),
     ]:
@@ -71,26 +71,28 @@ def test_damaged_or_mismatched_quantized_files_are_refused(quantized, tmp_path):
     header = weights.read_header(quantized["int8"])
     lying = tmp_path / "lying.safetensors"
     weights.save(
-        lying, {k: v.to("CPU").realize() for k, v in weights.load_tensors(header).items()}, dict(header.metadata, scheme="int4")
+        lying,
+        weights.read_weights(header.path).tensors(),
+        dict(header.metadata, scheme="int4"),
     )
     with pytest.raises(
         EdgeViTError, match=r"do not match the config.*embed\.proj\.q is \(64, 49\) but the config needs \(64, 25\)"
     ):
-        weights.open_model_file(lying)
+        weights.ModelFile.open(lying)
     truncated = tmp_path / "cut.safetensors"
     truncated.write_bytes(quantized["int4"].read_bytes()[:-100])
     with pytest.raises(EdgeViTError, match="truncated weights file"):
-        weights.open_model_file(truncated)
+        weights.ModelFile.open(truncated)
     with pytest.raises(EdgeViTError, match="holds int8 weights; this tool needs float"):
         quantize_file(quantized["int8"], tmp_path / "again.safetensors", "int4")
     unknown = tmp_path / "unknown.safetensors"
     weights.save(
         unknown,
-        {k: v.to("CPU").realize() for k, v in weights.load_tensors(header).items()},
+        weights.read_weights(header.path).tensors(),
         dict(header.metadata, scheme="int3"),
     )
     with pytest.raises(EdgeViTError, match="unknown weights scheme 'int3'"):
-        weights.open_model_file(unknown)
+        weights.ModelFile.open(unknown)
 
 
 def test_cli_never_overwrites_its_input_and_leaves_nothing_when_interrupted(tmp_path):

@@ -6,15 +6,14 @@ from tinygrad import Tensor
 from edgevit.data import normalize
 from edgevit.errors import EdgeViTError
 from edgevit.reference import float_weights, numpy_forward, torch_vit
-from edgevit.weights import load_model
+from edgevit.weights import ModelFile
 
 
 @pytest.fixture(scope="module")
 def shipped_logits(mnist):
     w, config, (mean, std) = float_weights(SHIPPED)
     x = normalize(mnist.test.images[:32], mean, std)
-    model, _ = load_model(SHIPPED)
-    return w, config, x, model(Tensor(x)).numpy()
+    return w, config, x, ModelFile.open(SHIPPED).build()(Tensor(x)).numpy()
 
 
 def test_numpy_forward_matches_the_tinygrad_model(shipped_logits):

@@ -3,8 +3,8 @@ import os
 
 import numpy as np
 
+from edgevit.cache import Cache
 from edgevit.runtime import Classifier
-from edgevit.runtime.cache import Cache
 
 
 def test_cache_is_reused_and_never_trusted_blindly(tiny_weights, tmp_path, mnist):

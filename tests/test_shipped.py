@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import SHIPPED
 
-from edgevit.evaluate import evaluate
+from edgevit.evaluation import evaluate
 from edgevit.weights import read_header
 
 CHECK = 1000

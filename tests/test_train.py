@@ -5,9 +5,9 @@ from types import SimpleNamespace
 import pytest
 from conftest import run_module, write_dataset
 
-from edgevit import train, weights
-from edgevit.cli import EXIT_TERMINATED, Terminated, UsageError
-from edgevit.trainer import EpochReport, StepReport
+from edgevit import weights
+from edgevit.cli import EXIT_TERMINATED, Terminated, UsageError, train
+from edgevit.training.trainer import EpochReport, StepReport
 
 
 def one_line_error(result, *needles, code=1):
@@ -24,10 +24,10 @@ def test_bad_command_lines_give_one_line_errors(tmp_path):
     one_line_error(run_module("edgevit.train", "--dim", "30", "--heads", "4"), "dim 30 is not divisible by heads 4", code=2)
     one_line_error(run_module("edgevit.train", "--device", "NOPE"), "unknown device 'NOPE'")
     one_line_error(run_module("edgevit.train", "--resume", "x.ckpt.safetensors", "--lr", "0.1"), "drop --lr", code=2)
-    one_line_error(run_module("edgevit.train", "--resume", str(tmp_path / "missing.ckpt")), "missing.ckpt: cannot read")
+    one_line_error(run_module("edgevit.train", "--resume", str(tmp_path / "missing.ckpt")), "missing.ckpt: no such file")
     write_dataset(tmp_path / "data", n_train=8)
     one_line_error(
-        run_module("edgevit.train", "--data", str(tmp_path / "data")), "batch size 128 exceeds the 8 training images"
+        run_module("edgevit.train", "--data", str(tmp_path / "data")), "batch size 192 exceeds the 8 training images"
     )
 
 

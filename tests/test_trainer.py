@@ -7,7 +7,7 @@ from conftest import step_losses
 
 from edgevit.errors import EdgeViTError
 from edgevit.model import ViTConfig
-from edgevit.trainer import Bank, Trainer, TrainSettings, lr_at
+from edgevit.training.trainer import Bank, Trainer, TrainSettings, lr_at
 
 TINY = ViTConfig(dim=16, depth=1, heads=2, mlp_dim=32, dropout=0.1)
 

@@ -28,7 +28,8 @@ def small_file(tmp_path):
 
 def test_save_then_load_is_exact_and_rebuilds_the_model(small_file):
     path, original = small_file
-    model, header = weights.load_model(path)
+    opened = weights.ModelFile.open(path)
+    model, header = opened.build(), opened.header
     assert model.config == SMALL and header.metadata["preprocess"] == {"mean": 0.1, "std": 0.3}
     from tinygrad.nn.state import get_state_dict
 
@@ -61,7 +62,7 @@ def test_damaged_files_are_refused_by_name(small_file, mutate, message):
     path, _ = small_file
     path.write_bytes(mutate(path.read_bytes()))
     with pytest.raises(EdgeViTError, match=message) as e:
-        weights.load_model(path)
+        weights.ModelFile.open(path)
     assert str(path) in str(e.value)
 
 
@@ -70,7 +71,7 @@ def test_foreign_safetensors_is_not_taken_for_edgevit(tmp_path):
 
     safe_save({"w": Tensor.ones(3).contiguous()}, str(tmp_path / "other.safetensors"))
     with pytest.raises(EdgeViTError, match="not an EdgeViT weights file"):
-        weights.load_model(tmp_path / "other.safetensors")
+        weights.ModelFile.open(tmp_path / "other.safetensors")
 
 
 def test_tensors_that_do_not_match_the_config_are_refused(small_file, tmp_path):
@@ -80,18 +81,18 @@ def test_tensors_that_do_not_match_the_config_are_refused(small_file, tmp_path):
     other = tmp_path / "mismatch.safetensors"
     weights.save(other, {k: Tensor(v) for k, v in original.items()}, meta)
     with pytest.raises(EdgeViTError, match=r"do not match the config.*missing blocks\.1\."):
-        weights.load_model(other)
+        weights.ModelFile.open(other)
     meta = dict(header.metadata, config=asdict(ViTConfig(dim=16, depth=1, heads=2, mlp_dim=64)))
     weights.save(other, {k: Tensor(v) for k, v in original.items()}, meta)
     with pytest.raises(EdgeViTError, match=r"blocks\.0\.mlp\.fc1\.weight is \(32, 16\) but the config needs \(64, 16\)"):
-        weights.load_model(other)
+        weights.ModelFile.open(other)
 
 
 def test_missing_file_and_directory_are_clear(tmp_path):
-    with pytest.raises(EdgeViTError, match="No such file"):
-        weights.load_model(tmp_path / "absent.safetensors")
+    with pytest.raises(EdgeViTError, match="no such file"):
+        weights.ModelFile.open(tmp_path / "absent.safetensors")
     with pytest.raises(EdgeViTError, match="is a directory"):
-        weights.load_model(tmp_path)
+        weights.ModelFile.open(tmp_path)
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -43,11 +43,11 @@ from edgevit.export import LIBRARY_BEAM
 from edgevit.files import atomic_write
 from edgevit.measure import Worker, peak_rss, rate, settle, timed_calls
 from edgevit.preprocess import preprocess
-from edgevit.quant.files import quantize_file
 from edgevit.quant.schemes import C_EXPORTABLE, QUANTIZED
+from edgevit.quantize import quantize_file
 from edgevit.reference import export_onnx, float_weights, numpy_forward, torch_vit
-from edgevit.trainer import TrainSettings
-from edgevit.weights import open_model_file
+from edgevit.training.trainer import TrainSettings
+from edgevit.weights import ModelFile
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEIGHTS = ROOT / "weights" / "edgevit-mnist.safetensors"
@@ -175,7 +175,7 @@ class EdgeViTEngine(Engine):
         self.classifier.predict(self.pixels[:batch])  # as users classify: big batches run a graph on each core
 
     def training(self):
-        from edgevit.trainer import Trainer
+        from edgevit.training.trainer import Trainer
 
         trainer = Trainer(self.classifier.config, TrainSettings(batch_size=TRAIN_BATCH), load_dataset())
         trainer.beam = self.classifier.beam or 0  # the searched row trains as `train --beam 2` does
@@ -187,7 +187,7 @@ class CEngine(Engine):
         from edgevit.runtime import Classifier
 
         cache = tempfile.mkdtemp(prefix="c-cache-", dir=workdir)  # empty: the export and C build are timed
-        self.model = Classifier(spec.source, cache_dir=cache, runtime="c").c_model()
+        self.model = Classifier(spec.source, cache_dir=cache, runtime="c").backend.compiled()
         self.device, self.pixels = "CPU (C)", inputs.pixels
 
     def forward(self, batch: int) -> None:
@@ -358,10 +358,9 @@ def write_training_batches(weights: Path, out: Path) -> str:
     """The recipe's first TRAIN_BATCHES batches of epoch 0, from a Trainer's own batch(): EdgeViT's
     training row draws the same from its Trainer, PyTorch's reads them from `out` (building a Trainer
     would add about 600 MiB to its peak memory)."""
-    from edgevit.trainer import Trainer
+    from edgevit.training.trainer import Trainer
 
-    _, config, _, _ = open_model_file(weights)
-    trainer = Trainer(config, TrainSettings(batch_size=TRAIN_BATCH), load_dataset())
+    trainer = Trainer(ModelFile.open(weights).config, TrainSettings(batch_size=TRAIN_BATCH), load_dataset())
     xs, ys = zip(*(trainer.batch(0, i) for i in range(TRAIN_BATCHES)))
     np.savez(out, x=np.stack(xs), y=np.stack(ys))
     return str(out)
@@ -388,10 +387,7 @@ def edgevit_logits(weights: Path, x: np.ndarray) -> np.ndarray:
     """EdgeViT's own fp32 logits, the yardstick of every check."""
     from tinygrad import Tensor
 
-    from edgevit.weights import load_model
-
-    model, _ = load_model(weights)
-    return model(Tensor(x)).numpy()
+    return ModelFile.open(weights).build()(Tensor(x)).numpy()
 
 
 def check(spec: Spec, got: np.ndarray, expected: np.ndarray) -> dict:
@@ -604,7 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.classify_with_pytorch:
         return classify_with_pytorch(*args.classify_with_pytorch)
 
-    _, _, _, (mean, std) = open_model_file(args.weights, float_only=True)
+    float_model = ModelFile.open(args.weights, float_only=True)
+    mean, std = float_model.mean, float_model.std
     missing = missing_peers(args.without)
     if missing:
         reasons = ", ".join(f"{peer} ({why})" for peer, why in missing.items())

@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import time
 
+from edgevit.cache import Cache, default_cache_dir
 from edgevit.cli import run
 from edgevit.data import load_dataset
 from edgevit.device import select_device
 from edgevit.errors import EdgeViTError
 from edgevit.resources import shipped_weights
-from edgevit.runtime.cache import Cache, default_cache_dir
-from edgevit.trainer import Trainer, TrainSettings
-from edgevit.weights import open_model_file
+from edgevit.training.trainer import Trainer, TrainSettings
+from edgevit.weights import ModelFile
 
 WARMUP_STEPS = 4  # eager, capture, the switch to the direct replay, one more
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         raise EdgeViTError("--batch-size and --steps must be at least 1, --beam at least 0")
     select_device("CPU")
     Cache(default_cache_dir())  # tinygrad's kernel-search results live in EdgeViT's private cache
-    _, config, _, _ = open_model_file(shipped_weights("edgevit-mnist.safetensors"))  # the shipped model's shape
+    config = ModelFile.open(shipped_weights("edgevit-mnist.safetensors")).config  # the shipped model's shape
     trainer = Trainer(config, TrainSettings(batch_size=args.batch_size, ema=args.ema), load_dataset())
     trainer.beam = args.beam
     batches = [trainer.batch(0, i) for i in range(WARMUP_STEPS)]

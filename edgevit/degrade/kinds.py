@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from edgevit.data import warp_affine
 from edgevit.degrade import ops
@@ -128,6 +128,9 @@ def ruled_train(a, rng, u, scale):
     gap, width = lerp(9, 5, u) * scale, lerp(0.6, 1.5, u) * scale
     tilt, y0 = np.tan(np.deg2rad(rng.uniform(-2, 2))), rng.uniform(0, gap)
     lines = [([(0.0, y), (w - 1.0, y + tilt * w)], width) for y in np.arange(y0, h, gap)]
+    if rng.random() < 0.35:  # a margin line, or the page's other rules: crossing the first ones
+        x0 = rng.uniform(0, gap)
+        lines += [([(x, 0.0), (x - tilt * h, h - 1.0)], width) for x in np.arange(x0, w, gap * rng.uniform(1, 3))]
     return np.maximum(a, ops.draw(a.shape, lines) * lerp(0.35, 0.9, u))
 
 
@@ -216,7 +219,7 @@ def erase_held_out(a, rng, u, scale):
 def lowres_train(a, rng, u, scale):
     # a digit a few pixels tall in a big picture, enlarged again
     h, w = a.shape
-    side = max(5, round(lerp(14, 7, u)))
+    side = round(lerp(14, 8, u))
     small = np.asarray(Image.fromarray(a, "F").resize((side, side), Image.Resampling.BOX), np.float32)
     resample = Image.Resampling.NEAREST if rng.random() < 0.5 else Image.Resampling.BILINEAR
     return np.asarray(Image.fromarray(small, "F").resize((w, h), resample), np.float32)
@@ -233,7 +236,16 @@ def lowres_held_out(a, rng, u, scale):
 
 # --- the optics ------------------------------------------------------------------------------------
 def defocus_train(a, rng, u, scale):
-    return ops.convolve(a, ops.gaussian_kernel(lerp(0.6, 1.5, u) * scale))
+    blurred = ops.convolve(a, ops.gaussian_kernel(lerp(0.6, 1.5, u) * scale))
+    if rng.random() < 0.4:  # through a wavy pane: pixels displaced by a smooth random field
+        h, w = a.shape
+        dy, dx = (
+            ops.resize(rng.normal(0, 1, (6, 6)).astype(np.float32), a.shape) * lerp(0.6, 1.6, u) * scale for _ in range(2)
+        )
+        ys = np.clip(np.rint(np.arange(h)[:, None] + dy), 0, h - 1).astype(int)
+        xs = np.clip(np.rint(np.arange(w)[None, :] + dx), 0, w - 1).astype(int)
+        blurred = blurred[ys, xs]
+    return blurred
 
 
 def defocus_held_out(a, rng, u, scale):
@@ -276,11 +288,14 @@ def contrast_held_out(a, rng, u, scale):
 
 def light_train(a, rng, u, scale):
     h, w = a.shape
-    t = rng.uniform(0, 2 * np.pi)
-    y, x = np.mgrid[0:h, 0:w] / max(h, w)
-    ramp = (np.cos(t) * x + np.sin(t) * y) - min(0.0, np.cos(t)) - min(0.0, np.sin(t))
-    ramp /= max(float(ramp.max()), 1e-6)
-    return a * (1 - lerp(0.3, 0.75, u) * ramp)
+    if rng.random() < 0.5:  # light from one side
+        t = rng.uniform(0, 2 * np.pi)
+        y, x = np.mgrid[0:h, 0:w] / max(h, w)
+        ramp = (np.cos(t) * x + np.sin(t) * y) - min(0.0, np.cos(t)) - min(0.0, np.sin(t))
+        return a * (1 - lerp(0.3, 0.75, u) * ramp / max(float(ramp.max()), 1e-6))
+    # patchy light: a coarse random field, as under leaves or a lamp's uneven beam
+    field = ops.resize(rng.random((3, 3)).astype(np.float32), a.shape)
+    return a * (1 - lerp(0.3, 0.8, u) * (field - field.min()) / max(float(field.max() - field.min()), 1e-6))
 
 
 def light_held_out(a, rng, u, scale):
@@ -309,22 +324,25 @@ def fog_held_out(a, rng, u, scale):
 
 def invert_train(a, rng, u, scale):
     h, w = a.shape
-    out = a.copy()
     pick = rng.random()
-    if pick < 0.3:  # everything on one side of a line
+    if pick < 0.35:  # a band across, full height or full width
+        out, size = a.copy(), int(lerp(0.2, 0.45, u) * (w if pick < 0.2 else h))
+        start = int(rng.integers(0, (w if pick < 0.2 else h) - size + 1))
+        region = (slice(None), slice(start, start + size)) if pick < 0.2 else (slice(start, start + size), slice(None))
+        out[region] = 1 - out[region]
+        return out
+    if pick < 0.6:  # everything on one side of a line
         y, x = np.mgrid[0:h, 0:w].astype(np.float32)
         t = rng.uniform(0, 2 * np.pi)
-        side = np.cos(t) * (x - w / 2) + np.sin(t) * (y - h / 2) > lerp(0.35, 0.05, u) * w
-        return np.where(side, 1 - a, a)
-    if pick < 0.65:
-        bw = int(lerp(0.2, 0.45, u) * w)
-        x = int(rng.integers(0, w - bw + 1))
-        out[:, x : x + bw] = 1 - out[:, x : x + bw]
-    else:
-        bh = int(lerp(0.2, 0.45, u) * h)
-        y = int(rng.integers(0, h - bh + 1))
-        out[y : y + bh] = 1 - out[y : y + bh]
-    return out
+        return np.where(np.cos(t) * (x - w / 2) + np.sin(t) * (y - h / 2) > lerp(0.35, 0.05, u) * w, 1 - a, a)
+    # a quadrilateral of any shape: a label, a sticker, a reflection
+    centre = rng.uniform(0.25, 0.75, 2) * (w, h)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 4))
+    radii = rng.uniform(0.6, 1.3, 4) * lerp(0.2, 0.35, u) * max(h, w)
+    corners = [tuple(centre + r * np.array([np.cos(t), np.sin(t)])) for t, r in zip(angles, radii)]
+    img = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(img).polygon(corners, fill=255)
+    return np.where(np.asarray(img) > 127, 1 - a, a)
 
 
 def invert_held_out(a, rng, u, scale):

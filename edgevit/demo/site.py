@@ -19,12 +19,13 @@ from pathlib import Path
 from edgevit.errors import EdgeViTError
 from edgevit.export import export
 from edgevit.export.wasm import build_wasm
-from edgevit.weights import file_sha256, open_model_file, temperature_of
+from edgevit.weights import ModelFile, model_file
 
 SOURCES = resources.files("edgevit.demo") / "site"
 STATIC_FILES = ("index.html", "explorer.js", "preprocess.js", "style.css")
 WASM_NAME = "edgevit.wasm"
-CONFIG_NAME = "model.json"  # also the mark of a directory write_site may replace
+CONFIG_NAME = "model.json"
+MARKER, MARKER_TEXT = ".edgevit-site", "a site written by edgevit-demo; it replaces this folder when asked to\n"
 DIGITS = 10
 NOT_A_DIGIT = "not a digit"  # the label of an eleventh class, when a model has one
 
@@ -42,9 +43,9 @@ def class_labels(num_classes: int, metadata: dict) -> list[str]:
     return [str(i) if i < DIGITS else NOT_A_DIGIT if i == DIGITS else f"class {i}" for i in range(num_classes)]
 
 
-def model_config(weights_path: Path, wasm_path: Path) -> dict:
+def model_config(model: ModelFile, wasm_path: Path) -> dict:
     """What the page needs to know about the model (model.json)."""
-    header, config, scheme, _ = open_model_file(weights_path)
+    config = model.config
     out = {
         "image_size": config.image_size,
         "patch_size": config.patch_size,
@@ -54,16 +55,39 @@ def model_config(weights_path: Path, wasm_path: Path) -> dict:
         "dim": config.dim,
         "tokens": config.tokens,
         "num_classes": config.num_classes,
-        "labels": class_labels(config.num_classes, header.metadata),
-        "scheme": scheme,
-        "model_id": file_sha256(weights_path),
+        "labels": class_labels(config.num_classes, model.metadata),
+        "scheme": model.scheme,
+        "model_id": model.sha256,
         "wasm": WASM_NAME,
         "wasm_bytes": wasm_path.stat().st_size,
     }
     # softmax(logits / T) is computed inside the C graph; the page only says so
-    if (temperature := temperature_of(header)) != 1.0:
-        out["temperature"] = temperature
+    if model.temperature != 1.0:
+        out["temperature"] = model.temperature
     return out
+
+
+def is_site(directory: Path) -> bool:
+    """Whether `directory` is a site this module wrote (it holds MARKER with MARKER_TEXT)."""
+    try:
+        return (directory / MARKER).read_text() == MARKER_TEXT
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def check_target(out_dir: Path) -> None:
+    """Refuse, by name, an output that is not a fresh or empty folder nor a site built here: a
+    user's folder is never replaced."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgeViTError(f"{out_dir} exists and is not a folder: not replacing it")
+    if out_dir.is_mount() or out_dir.parent == out_dir:
+        raise EdgeViTError(f"{out_dir} is a mount point or the root: write the site into a folder inside it")
+    try:
+        foreign = out_dir.is_dir() and any(out_dir.iterdir()) and not is_site(out_dir)
+    except OSError as e:
+        raise EdgeViTError(f"{out_dir}: cannot look inside ({e.strerror})") from None
+    if foreign:
+        raise EdgeViTError(f"{out_dir} holds files that are not a site built by edgevit-demo (no {MARKER}): not replacing it")
 
 
 def replace_directory(new: Path, target: Path) -> None:
@@ -78,28 +102,33 @@ def replace_directory(new: Path, target: Path) -> None:
     shutil.rmtree(old)
 
 
-def write_site(weights_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Export `weights_path` as C, compile it to WebAssembly and write the whole site to `out_dir`.
+def write_site(weights: str | os.PathLike | ModelFile, out_dir: str | os.PathLike) -> Path:
+    """Export `weights` as C, compile it to WebAssembly and write the whole site to `out_dir`.
 
     Everything is built in a temporary directory beside `out_dir` and moved into place at the end, so
-    a failed build leaves a previous site untouched. An existing `out_dir` must be a site built here
-    (it holds model.json): it is replaced, never merged.
+    a failed build leaves a previous site untouched. An existing `out_dir` must be empty or a site
+    built here (it holds MARKER): it is replaced, never merged.
     """
-    weights_path, out_dir = Path(weights_path), Path(out_dir).resolve()
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / CONFIG_NAME).is_file())):
-        raise EdgeViTError(f"{out_dir} exists and is not a site built by edgevit-demo (no {CONFIG_NAME}): not replacing it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new.", dir=out_dir.parent))
+    model, out_dir = model_file(weights), Path(out_dir).absolute()
+    check_target(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new.", dir=out_dir.parent))
+    except OSError as e:
+        raise EdgeViTError(f"{out_dir}: cannot create the site beside it ({e.strerror})") from None
     try:
         with tempfile.TemporaryDirectory(prefix="edgevit-c-") as c_dir:
-            exported = export(weights_path, c_dir)
+            exported = export(model, c_dir)
             wasm = build_wasm(exported.files["edgevit_model.c"], staging / WASM_NAME)
         for name in STATIC_FILES:
             (staging / name).write_bytes((SOURCES / name).read_bytes())
-        (staging / CONFIG_NAME).write_text(json.dumps(model_config(weights_path, wasm), indent=2) + "\n")
+        (staging / CONFIG_NAME).write_text(json.dumps(model_config(model, wasm), indent=2) + "\n")
+        (staging / MARKER).write_text(MARKER_TEXT)
         staging.chmod(0o755)  # mkdtemp makes it private; a web root is meant to be read
         replace_directory(staging, out_dir)
+    except OSError as e:  # a full disk, a folder that cannot be moved
+        raise EdgeViTError(f"{out_dir}: cannot write the site ({e.strerror or e})") from None
     finally:
         if staging.exists():
-            shutil.rmtree(staging)
+            shutil.rmtree(staging, ignore_errors=True)
     return out_dir

@@ -13,17 +13,14 @@ from edgevit.device import select_device
 from edgevit.errors import EdgeViTError
 from edgevit.export.plan import PREFIX, Buffer, Graph, Step, arena_name, identifier, plan_memory
 from edgevit.graph import inference_graph
-from edgevit.model import ViTConfig
 from edgevit.quant.schemes import inference_layout
-from edgevit.weights import WeightsHeader, build_model, temperature_of
+from edgevit.weights import ModelFile
 
 # eager, capture, replay: the third call runs the captured kernels
 CAPTURE_CALLS = 3
 
 
-def capture(
-    header: WeightsHeader, config: ViTConfig, scheme: str, probe: np.ndarray, beam: int = 0, attention: bool = True
-) -> Graph:
+def capture(model: ModelFile, probe: np.ndarray, beam: int = 0, attention: bool = True) -> Graph:
     """Compile the inference graph with portable C kernels and take it apart.
 
     `probe` is any normalised (B, 1, H, W) input to run the graph with: the graph is for B images
@@ -33,12 +30,12 @@ def capture(
     """
     internals.require("the C export")
     select_device("CPU")
-    model = inference_layout(build_model(header, config, scheme))
-    jit = TinyJit(inference_graph(model, attention, temperature_of(header)))
+    vit = inference_layout(model.build())
+    jit = TinyJit(inference_graph(vit, attention, model.temperature))
     with internals.portable_c_kernels(), Context(BEAM=beam):
         for _ in range(CAPTURE_CALLS):
             outputs = jit(Tensor(probe))
-    calls, output_args = internals.take_apart(jit, outputs, get_state_dict(model))
+    calls, output_args = internals.take_apart(jit, outputs, get_state_dict(vit))
     return _layout(calls, output_args)
 
 

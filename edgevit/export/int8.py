@@ -89,7 +89,7 @@ def kernel_name(k: int, n: int) -> str:
 
 def library_source(shapes: list[tuple[int, int]]) -> str:
     """C for a shared library with a `kernel_name(K, N)` function for each (K, N): the tinygrad
-    runtime's replay calls these (`edgevit.runtime.int8`) and splits their rows over the cores."""
+    runtime's replay calls these (`edgevit.replay.int8`) and splits their rows over the cores."""
     functions = [_function(kernel_name(k, n), k, n) for k, n in sorted(set(shapes))]
     return "#include <stddef.h>\n" + template(SUPPORT) + "\n" + "\n".join(functions)
 

@@ -67,7 +67,6 @@ class Model:
     source_name: str  # the weights file's name
     stack_note: str = "a few dozen bytes of locals in the entry points, plus the deepest kernel's"
     stack_bytes: int = 0
-    ram_with_attention: int | None = None  # of the same model exported with its attention maps
     reject: Reject = field(default_factory=Reject)  # when its answer is "not a digit"
 
 
@@ -85,8 +84,8 @@ def render(graph: Graph, model: Model) -> tuple[str, str]:
     if attention:
         attention_note = f",\n *          {attention[0].nbytes} of them the attention maps"
     else:
-        saved = "" if model.ram_with_attention is None else f": {model.ram_with_attention - graph.ram_bytes} bytes less"
-        attention_note = f"\n *          (exported without the attention maps{saved})"
+        maps = 4 * cfg.depth * cfg.heads * cfg.tokens**2  # float32: what the maps alone would take
+        attention_note = f"\n *          (exported without the attention maps: at least {maps} bytes less)"
     scratch = graph.role("scratch")
     scale, mean, std, threshold = c_literal(
         np.dtype(np.float32), np.float32([1 / 255, model.mean, model.std, model.reject.threshold])

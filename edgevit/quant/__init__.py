@@ -1,2 +1,2 @@
-"""Smaller weights: the arithmetic (`codec`), what each scheme stores and computes (`schemes`), and
-quantized weights files (`files`)."""
+"""Smaller weights: the arithmetic (`codec`) and what each scheme stores and computes (`schemes`).
+Quantized weights files are edgevit.quantize."""

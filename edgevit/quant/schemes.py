@@ -35,12 +35,22 @@ TINYGRAD_DTYPES = {"F32": dtypes.float32, "F16": dtypes.half, "I8": dtypes.int8,
 
 @dataclass(frozen=True)
 class Scheme:
+    """One row of the table: how a scheme stores a Linear and what the graph computes from it."""
+
     name: str
     layout: Callable[[int, int], Layout]  # a Linear's tensors in a file, from (out_features, in_features)
     encode: Callable[[np.ndarray, np.ndarray, float | None], dict[str, np.ndarray]]  # (w, b, input scale) -> tensors
-    transposable: bool  # has an InferenceLinear form
-    c_export: bool  # the C export handles it
+    forward: Callable[[QuantLinear, Tensor], Tensor]  # the file's own layout, (out, in)
+    # the transposed layout's forward (InferenceLinear, weights (in, out)) and the tensor it transposes;
+    # None: the scheme has no such form
+    inference: Callable[[InferenceLinear, Tensor], Tensor] | None = None
+    transposed: str = "q"
+    c_export: bool = True
     why_not_c: str = ""
+
+    @property
+    def transposable(self) -> bool:
+        return self.inference is not None
 
 
 def _float_layout(dtype: str) -> Callable[[int, int], Layout]:
@@ -60,6 +70,10 @@ def _int4_layout(out_f: int, in_f: int) -> Layout:
     return {"q": ((out_f, -(-in_f // 2)), "U8"), "scale": ((out_f, groups), "F32"), "bias": ((out_f,), "F32")}
 
 
+def _encode_float(dtype):
+    return lambda w, b, input_scale: {"weight": w.astype(dtype), "bias": b.astype(dtype)}
+
+
 def _encode_int8(w, b, input_scale):
     q, scale = codec.quantize_int8(w)
     return {"q": q, "scale": scale, "bias": b.astype(np.float32)}
@@ -76,21 +90,56 @@ def _encode_int4(w, b, input_scale):
     return {"q": q, "scale": scale, "bias": b.astype(np.float32)}
 
 
+def _dequantized_forward(weight: Callable[[QuantLinear], Tensor]) -> Callable[[QuantLinear, Tensor], Tensor]:
+    """x @ W^T + b with W the float weight (out, in) that `weight` expands in the graph."""
+    return lambda layer, x: x.linear(weight(layer).T, layer.bias.cast(dtypes.float32))
+
+
+def _int4_weight(layer: QuantLinear) -> Tensor:
+    scale = layer.scale.repeat_interleave(codec.INT4_GROUP, dim=1)[:, : layer.in_features]
+    return unpack_int4(layer.q, layer.in_features) * scale
+
+
 SCHEMES = {
     "fp32": Scheme(
-        "fp32", _float_layout("F32"), lambda w, b, s: {"weight": w.astype(np.float32), "bias": b.astype(np.float32)}, True, True
+        "fp32",
+        _float_layout("F32"),
+        _encode_float(np.float32),
+        _dequantized_forward(lambda layer: layer.weight),
+        lambda layer, x: x.matmul(layer.weight_t) + layer.bias,
+        transposed="weight",
     ),
-    "int8": Scheme("int8", _int8_layout, _encode_int8, True, True),
-    "w8a8": Scheme("w8a8", _w8a8_layout, _encode_w8a8, True, True),
+    # the scale is per output column, so it can wait until after the sum: one multiply per output
+    "int8": Scheme(
+        "int8",
+        _int8_layout,
+        _encode_int8,
+        _dequantized_forward(lambda layer: layer.q.cast(dtypes.float32) * layer.scale.unsqueeze(1)),
+        lambda layer, x: x.matmul(layer.weight_t.cast(dtypes.float32)) * layer.scale + layer.bias,
+    ),
+    "w8a8": Scheme(
+        "w8a8",
+        _w8a8_layout,
+        _encode_w8a8,
+        lambda layer, x: w8a8_linear(x, layer.q.T, layer.input_scale, layer.scale, layer.bias),
+        lambda layer, x: w8a8_linear(x, layer.weight_t, layer.input_scale, layer.scale, layer.bias),
+    ),
     "fp16": Scheme(
         "fp16",
         _float_layout("F16"),
-        lambda w, b, s: {"weight": w.astype(np.float16), "bias": b.astype(np.float16)},
-        False,
-        False,
-        "C99 has no portable half type",
+        _encode_float(np.float16),
+        _dequantized_forward(lambda layer: layer.weight.cast(dtypes.float32)),
+        c_export=False,
+        why_not_c="C99 has no portable half type",
     ),
-    "int4": Scheme("int4", _int4_layout, _encode_int4, False, False, "the C export does not unpack nibbles"),
+    "int4": Scheme(
+        "int4",
+        _int4_layout,
+        _encode_int4,
+        _dequantized_forward(_int4_weight),
+        c_export=False,
+        why_not_c="the C export does not unpack nibbles",
+    ),
 }
 QUANTIZED = tuple(name for name in SCHEMES if name != "fp32")
 C_EXPORTABLE = tuple(name for name, s in SCHEMES.items() if s.c_export)
@@ -166,23 +215,12 @@ class QuantLinear:
         for suffix, (shape, dtype) in get(scheme).layout(out_features, in_features).items():
             setattr(self, suffix, Tensor.empty(*shape, dtype=TINYGRAD_DTYPES[dtype]))
 
-    def dequantized(self) -> Tensor:
-        """The float weight (out, in)."""
-        if self.scheme in ("fp32", "fp16"):
-            return self.weight.cast(dtypes.float32)
-        if self.scheme == "int4":
-            scale = self.scale.repeat_interleave(codec.INT4_GROUP, dim=1)[:, : self.in_features]
-            return unpack_int4(self.q, self.in_features) * scale
-        return self.q.cast(dtypes.float32) * self.scale.unsqueeze(1)
-
     def __call__(self, x: Tensor) -> Tensor:
-        if self.scheme == "w8a8":
-            return w8a8_linear(x, self.q.T, self.input_scale, self.scale, self.bias)
-        return x.linear(self.dequantized().T, self.bias.cast(dtypes.float32))
+        return get(self.scheme).forward(self, x)
 
 
 class InferenceLinear:
-    """An fp32, int8 or w8a8 Linear with its weight stored transposed, (in, out), for inference.
+    """A Linear with its weight stored transposed, (in, out), for inference (schemes that have the form).
 
     With the training layout (out, in) every kernel reads weights along the reduction axis, which
     compilers do not vectorise; transposed, they are read along the output axis. Outputs match the
@@ -193,19 +231,13 @@ class InferenceLinear:
         self.scheme = getattr(layer, "scheme", "fp32")
         if not get(self.scheme).transposable:
             raise ValueError(f"no transposed layout for {self.scheme}")
-        weight = layer.weight if self.scheme == "fp32" else layer.q
-        self.weight_t = weight.T.contiguous().realize()  # (in, out)
+        self.weight_t = getattr(layer, get(self.scheme).transposed).T.contiguous().realize()  # (in, out)
         self.bias = layer.bias
         self.scale = getattr(layer, "scale", None)
         self.input_scale = getattr(layer, "input_scale", None)
 
     def __call__(self, x: Tensor) -> Tensor:
-        if self.scheme == "fp32":
-            return x.matmul(self.weight_t) + self.bias
-        if self.scheme == "int8":
-            # the scale is per output column, so it can wait until after the sum: one multiply per output
-            return x.matmul(self.weight_t.cast(dtypes.float32)) * self.scale + self.bias
-        return w8a8_linear(x, self.weight_t, self.input_scale, self.scale, self.bias)
+        return get(self.scheme).inference(self, x)
 
 
 def build_vit(cfg: ViTConfig, scheme: str = "fp32") -> ViT:

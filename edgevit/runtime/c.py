@@ -14,24 +14,20 @@ from pathlib import Path
 import numpy as np
 
 from edgevit import internals
+from edgevit.cache import Cache, cache_key, cpu_signature
+from edgevit.device import usable_cores
 from edgevit.errors import EdgeViTError
 from edgevit.export import LIBRARY_BEAM, build_batch_library, build_library
 from edgevit.files import OTHERS_WRITE
 from edgevit.model import ViTConfig
-from edgevit.runtime.cache import Cache, cache_key, cpu_signature
+from edgevit.runtime.backend import Prediction
+from edgevit.weights import ModelFile
 
 PARALLEL_MIN = 32  # batches at least this big are split over the cores
 # and run BATCH images per call of a graph captured for them. Per image, measured (w8a8, BEAM=2, one
 # core): 0.104 ms through the batch-1 graph, 0.0865 ms at 8 or 16 images a call, 0.0875 at 32
 BATCH = 16
 MAX_LIBRARY_BYTES = 64 * 2**20  # the fp32 model's library is under 1 MiB
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 ENTRY_POINTS = {  # (pixels, count, probs, attention) and (pixels, probs, attention) for BATCH images
@@ -173,15 +169,15 @@ class CLibrary:
     """The library built for a weights file on this machine: cached, or built now. `batch` > 1: the
     batch library, a graph for that many images at once."""
 
-    def __init__(self, weights_path: Path, sha256: str, cache: Cache, beam: int | None = None, batch: int = 1):
-        self.weights_path, self.sha256, self.cache, self.batch = weights_path, sha256, cache, batch
+    def __init__(self, model: ModelFile, cache: Cache, beam: int | None = None, batch: int = 1):
+        self.model, self.cache, self.batch = model, cache, batch
         self.beam = LIBRARY_BEAM if beam is None else beam
         self.cache_hit = False
 
     def key(self) -> str:
         # the library is compiled with -march=native: the CPU is part of its identity
         return cache_key(
-            self.sha256, "C", f"beam={self.beam}", cpu_signature(), *([f"batch={self.batch}"] if self.batch > 1 else [])
+            self.model.sha256, "C", f"beam={self.beam}", cpu_signature(), *([f"batch={self.batch}"] if self.batch > 1 else [])
         )
 
     def image(self) -> bytes:
@@ -190,18 +186,49 @@ class CLibrary:
         internals.require("the C runtime")
         name = f"{self.key()}.lib"
         entry = self.cache.load(name)
-        if entry is not None and entry[0].get("weights_sha256") == self.sha256:
+        if entry is not None and entry[0].get("weights_sha256") == self.model.sha256:
             self.cache_hit = True
             return entry[1]
         try:
             with tempfile.TemporaryDirectory(prefix="edgevit-c-") as tmp:
                 target = Path(tmp) / "libedgevit.so"
                 if self.batch > 1:
-                    build_batch_library(self.weights_path, target, self.batch, self.beam)
+                    build_batch_library(self.model, target, self.batch, self.beam)
                 else:
-                    build_library(self.weights_path, target, self.beam)
+                    build_library(self.model, target, self.beam)
                 image = target.read_bytes()
         except OSError as e:  # a full or read-only $TMPDIR
             raise EdgeViTError(f"cannot build the C library in {tempfile.gettempdir()} ({e.strerror or e})") from None
-        self.cache.store(name, {"weights_sha256": self.sha256}, image)
+        self.cache.store(name, {"weights_sha256": self.model.sha256}, image)
         return image
+
+
+class CBackend:
+    """The C runtime: `c_library` (the user's own build), else the cached build for these weights,
+    else a fresh one, made on the first prediction."""
+
+    device = "C"
+
+    def __init__(self, model: ModelFile, cache: Cache, beam: int | None = None, c_library: str | os.PathLike | None = None):
+        self.model, self.c_library = model, Path(c_library) if c_library is not None else None
+        self.library = CLibrary(model, cache, beam)
+        self.batch_library = CLibrary(model, cache, beam, BATCH)
+        self._model: CModel | None = None
+
+    @property
+    def cache_hits(self) -> list[int]:
+        return [0] if self.library.cache_hit else []
+
+    def compiled(self) -> CModel:
+        if self._model is None:
+            m = self.model
+            if self.c_library is not None:  # the user's own build: no batch library
+                image = read_own_library(self.c_library)
+                self._model = CModel(image, str(self.c_library), m.sha256, m.config, usable_cores())
+            else:
+                image, batch = self.library.image(), self.batch_library.image
+                self._model = CModel(image, "the cached C library", m.sha256, m.config, usable_cores(), batch)
+        return self._model
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        return Prediction(*self.compiled()(images))

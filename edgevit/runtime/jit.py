@@ -15,11 +15,11 @@ import numpy as np
 from tinygrad import Context, Tensor, TinyJit
 
 from edgevit import internals
+from edgevit.cache import Cache, cache_key
 from edgevit.graph import inference_graph, probe_input
 from edgevit.model import ViT, ViTConfig
 from edgevit.quant.schemes import inference_layout
-from edgevit.runtime.cache import Cache, cache_key
-from edgevit.runtime.replay import CPUReplay
+from edgevit.replay.replay import CPUReplay
 
 JOB = "batch-1"  # what classification is timed by when choosing a backend
 TIMED_CALLS = 20

@@ -27,6 +27,12 @@ const MAX_FILTER = 15; // the widest stroke filter (normalize_strokes)
 const BLOB_LEVEL = 0.25; // ink above this counts as part of a stroke when finding the digit
 const TRANSPARENT_SHARE = 0.05; // more of the picture than this transparent: ink is opacity
 const OTSU_BINS = 64;
+const IMPULSE_SHARE = 0.004; // _noisy: isolated specks above this share of the pixels...
+const MIN_SPECKS = 8; // ...and at least this many
+const SPECK_STEP = 0.25;
+const GRAIN = 0.04;
+const MEDIAN_STEPS = 0.6745 * 2 ** 0.5;
+const DENOISE_PASSES = 2;
 const LUMA = [0.299, 0.587, 0.114].map(Math.fround); // ITU-R 601, as numpy's float32 weights
 const f32 = Math.fround;
 
@@ -273,8 +279,48 @@ export function inkMap(rgba, w, h) {
   return image(w, h, out);
 }
 
+/** The 3x3 neighbourhood of (x, y), edges repeated, row by row: _neighbours' column at that pixel. */
+function around(img, x, y) {
+  const out = [];
+  for (let dy = -1; dy <= 1; dy++) {
+    const row = Math.min(img.h - 1, Math.max(0, y + dy)) * img.w;
+    for (let dx = -1; dx <= 1; dx++) out.push(img.data[row + Math.min(img.w - 1, Math.max(0, x + dx))]);
+  }
+  return out;
+}
+
+/** noisy: impulse noise (isolated specks) or sensor grain. */
+function noisy(grey) {
+  const { w, h, data } = grey;
+  if (Math.min(w, h) < 3) return false;
+  let specks = 0;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const near = around(grey, x, y);
+      const v = near.splice(4, 1)[0];
+      if (f32(v - Math.max(...near)) > SPECK_STEP || f32(Math.min(...near) - v) > SPECK_STEP) specks++;
+    }
+  }
+  const steps = [];
+  for (let y = 0; y < h; y++) for (let x = 0; x + 1 < w; x++) steps.push(Math.abs(f32(data[y * w + x + 1] - data[y * w + x])));
+  return (specks / data.length > IMPULSE_SHARE && specks >= MIN_SPECKS) || median(steps) / MEDIAN_STEPS > GRAIN;
+}
+
+/** denoise: a noisy image median-filtered (3x3) until it is not noisy, at most DENOISE_PASSES times. */
+function denoise(grey) {
+  for (let pass = 0; pass < DENOISE_PASSES && noisy(grey); pass++) {
+    const out = image(grey.w, grey.h);
+    for (let y = 0; y < grey.h; y++) {
+      for (let x = 0; x < grey.w; x++) out.data[y * grey.w + x] = around(grey, x, y).sort((a, b) => a - b)[4];
+    }
+    grey = out;
+  }
+  return grey;
+}
+
 /** An opaque picture: ink is the distance from the local paper level, on the sparse side. */
-function contrastInk(grey) {
+function contrastInk(noisyGrey) {
+  const grey = denoise(noisyGrey);
   const middle = median(grey.data);
   const darkTail = percentile(grey.data.map((g) => Math.max(0, middle - g)), 99.5);
   const lightTail = percentile(grey.data.map((g) => Math.max(0, g - middle)), 99.5);

@@ -10,6 +10,7 @@ compile cache is moved into EdgeViT's private cache directory before anything co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -22,6 +23,7 @@ from edgevit.errors import EdgeViTError
 
 EXIT_ERROR, EXIT_USAGE = 1, 2  # 2: what argparse exits with for a bad command line
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + the signal's number, as shells report it
+STOP_GRACE_S = 5.0  # the longest a stopping command waits for tinygrad's workers to end
 BAR_WIDTH = 24
 LOG_EVERY = 10  # percent of an epoch between progress lines when stderr is not a terminal
 # After SIGTERM, the longest wait for the loop's next safe point. timeout(1) and systemd signal the
@@ -112,15 +114,30 @@ def run(prog: str, main: Callable[[list[str] | None], int], argv: list[str] | No
         code = EXIT_USAGE if isinstance(e, UsageError) else EXIT_ERROR
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
-        code = EXIT_TERMINATED
+        stop_now(EXIT_TERMINATED)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        code = EXIT_INTERRUPTED
+        stop_now(EXIT_INTERRUPTED)
     except BrokenPipeError:
         # the reader (e.g. `| head`) left; stop quietly rather than dump a traceback into its pipe
         discard_stdout()
         code = EXIT_ERROR
     sys.exit(code)
+
+
+def stop_now(code: int) -> NoReturn:
+    """Exit on a signal at once: tinygrad's compile workers are ended (the signal may have killed some,
+    and the pool would wait on them forever at interpreter exit), output is flushed, and nothing else
+    waits. Every `with` and `finally` has already run while the exception unwound."""
+    watchdog = threading.Timer(STOP_GRACE_S, os._exit, (code,))
+    watchdog.daemon = True
+    watchdog.start()
+    with contextlib.suppress(Exception):
+        internals.stop_compile_workers()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 class StopFlag:

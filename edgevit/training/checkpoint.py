@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
+from tinygrad import Tensor
 from tinygrad.nn.state import load_state_dict
 
 from edgevit import checks, internals, weights
 from edgevit.data import Dataset
 from edgevit.errors import EdgeViTError
 from edgevit.files import signals_deferred
-from edgevit.trainer import Bank, Trainer, TrainSettings
+from edgevit.training.trainer import Bank, Trainer, TrainSettings
 
 SUFFIX = ".ckpt.safetensors"
 BANK_NAMES = ("negatives", "positives", "degraded")
@@ -62,10 +64,24 @@ def _save(trainer: Trainer, path: str | Path) -> None:
     weights.save(path, trainer.params | trainer.optimizer_state(), trainer.metadata(train_state=state))
 
 
-def read_state(path: str | Path) -> tuple[weights.WeightsHeader, dict]:
-    """A checkpoint's header and its `train_state`, every field `resume` uses checked first: a file
-    edited by hand is one error naming the field, not a traceback deep inside the resume."""
-    header = weights.read_header(path)
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint file, read once and its `train_state` checked: what `resume` continues."""
+
+    file: weights.WeightsFile
+    state: dict
+    settings: TrainSettings
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+
+def read(path: str | Path) -> Checkpoint:
+    """A checkpoint, every field `resume` uses checked first: a file edited by hand is one error
+    naming the field, not a traceback deep inside the resume."""
+    file = weights.read_weights(path)
+    header = file.header
     if "train_state" not in header.metadata:
         raise EdgeViTError(f"{header.path}: not a training checkpoint (no optimizer state); cannot resume from it")
     field = functools.partial(weights.metadata_value, header)
@@ -88,10 +104,10 @@ def read_state(path: str | Path) -> tuple[weights.WeightsHeader, dict]:
     for epoch in range(len(field("metrics", "history", kind=list))):
         field("metrics", "history", epoch, kind=dict)
         field("metrics", "history", epoch, "test_accuracy", kind=float)
-    return header, state
+    return Checkpoint(file, state, _settings(header))
 
 
-def settings_of(header: weights.WeightsHeader) -> TrainSettings:
+def _settings(header: weights.WeightsHeader) -> TrainSettings:
     fields = {f.name for f in dataclasses.fields(TrainSettings)}
     # runs from before validation splits trained on every image: they continue that way
     saved = {"validation": 0} | {k: v for k, v in header.metadata["training"].items() if k in fields}
@@ -101,15 +117,18 @@ def settings_of(header: weights.WeightsHeader) -> TrainSettings:
         raise EdgeViTError(f"{header.path}: its saved training settings are not usable: {e}") from None
 
 
-def read_settings(path: str | Path) -> TrainSettings:
-    """The settings of the run a checkpoint continues."""
-    return settings_of(read_state(path)[0])
+def _check_optimizer(ckpt: Checkpoint, arrays: dict) -> None:
+    """Refuse optimizer state no run could have reached: Adam's powers of beta on (0, 1], second
+    moments that are negative (every tensor was already checked finite)."""
+    for name, a in arrays.items():
+        what = name.rsplit(".", 1)[-1]
+        if (what in ("b1_t", "b2_t") and not ((a > 0) & (a <= 1)).all()) or (".v." in name and (a < 0).any()):
+            raise EdgeViTError(f"{ckpt.path}: optimizer state {name} is impossible (edited or damaged); cannot resume from it")
 
 
-def resume(path: str | Path, data: Dataset, banks: dict[str, Bank] | None = None) -> Trainer:
-    """The run saved in checkpoint `path`, ready to continue on `data` (and its extra image banks)."""
-    header, state = read_state(path)
-    settings = settings_of(header)
+def resume(ckpt: Checkpoint, data: Dataset, banks: dict[str, Bank] | None = None) -> Trainer:
+    """The run saved in `ckpt`, ready to continue on `data` (and its extra image banks)."""
+    header, state, settings = ckpt.file.header, ckpt.state, ckpt.settings
     trainer = Trainer(weights.config_of(header), settings, data, **(banks or {}))
     history = header.metadata["metrics"]["history"]
     done = state["step"] - len(history) * trainer.steps_per_epoch  # steps into the epoch in progress
@@ -120,10 +139,12 @@ def resume(path: str | Path, data: Dataset, banks: dict[str, Bank] | None = None
         )
     optimizer = trainer.optimizer_state()
     weights.check_tensors(header, {k: (v.shape, "F32") for k, v in (trainer.params | optimizer).items()}, optimizer=True)
-    tensors = weights.load_tensors(header)
-    load_state_dict(trainer.model, {k: tensors[k] for k in trainer.params}, verbose=False)
+    weights.check_finite(ckpt.file)
+    arrays = ckpt.file.arrays()
+    _check_optimizer(ckpt, {k: arrays[k] for k in optimizer})
+    load_state_dict(trainer.model, {k: Tensor(arrays[k]) for k in trainer.params}, verbose=False)
     for name, t in optimizer.items():
-        t.assign(tensors[name].to(t.device)).realize()
+        t.assign(Tensor(arrays[name], device=t.device)).realize()
     internals.restore_rng_state(state["rng_counters"])  # dropout's random stream continues where it stopped
     trainer.step, trainer.epoch_sums = state["step"], state["epoch_sums"]
     trainer.history, trainer.train_seconds = history, header.metadata["metrics"]["train_seconds"]

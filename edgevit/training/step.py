@@ -24,7 +24,7 @@ import numpy as np
 from tinygrad import Context, Tensor, TinyJit, dtypes
 
 from edgevit import internals
-from edgevit.runtime.replay import CPUReplay
+from edgevit.replay.replay import CPUReplay
 
 CAPTURE_CALLS = 2  # a TinyJit runs eagerly, then captures: its first two calls compile
 

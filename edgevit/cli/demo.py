@@ -1,4 +1,4 @@
-"""`edgevit-demo`: serve the attention explorer on 127.0.0.1, or write it out as a static site.
+"""`edgevit demo` (also `edgevit-demo`): serve the attention explorer on 127.0.0.1, or write it out as a static site.
 
     edgevit-demo [--weights W] [--port 8000]     build (or reuse) the site for W and serve it
     edgevit-demo --export DIR                    write the same site as static files
@@ -11,50 +11,51 @@ anywhere but this server.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 from pathlib import Path
 
+from edgevit.cache import Cache, cache_key, default_cache_dir
 from edgevit.classify import default_weights
 from edgevit.cli import run
 from edgevit.demo.server import HOST, make_server
-from edgevit.demo.site import CONFIG_NAME, sources_fingerprint, write_site
+from edgevit.demo.site import is_site, sources_fingerprint, write_site
 from edgevit.errors import EdgeViTError
-from edgevit.runtime.cache import Cache, cache_key, default_cache_dir
-from edgevit.weights import file_sha256, open_model_file
+from edgevit.weights import ModelFile
 
 DEFAULT_PORT = 8000
+MAX_PORT = 65535
 
 
-def cached_site(weights: Path, cache: Cache) -> tuple[Path, bool]:
-    """The site for `weights`: from the cache when built before, else built now; (path, built now)."""
-    key = cache_key(file_sha256(weights), "site", sources_fingerprint())
+def cached_site(model: ModelFile, cache: Cache) -> tuple[Path, bool]:
+    """The site for `model`: from the cache when built before, else built now; (path, built now)."""
+    key = cache_key(model.sha256, "site", sources_fingerprint())
     site = cache.path(f"site-{key}")
     if site is None:
         site = Path(tempfile.mkdtemp(prefix="edgevit-site-")) / "site"  # no cache: lives as long as the server
-    if (site / CONFIG_NAME).is_file():
+    if is_site(site):
         return site, False
-    return write_site(weights, site), True
+    return write_site(model, site), True
 
 
-def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="edgevit-demo", description="The EdgeViT attention explorer, in your browser.")
+def cli(argv: list[str] | None = None, prog: str = "edgevit-demo") -> int:
+    p = argparse.ArgumentParser(prog=prog, description="The EdgeViT attention explorer, in your browser.")
     p.add_argument("--weights", type=Path, help="weights file (default: $EDGEVIT_WEIGHTS or the shipped int8 weights)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on {HOST} (default {DEFAULT_PORT}; 0: any free one)")
     p.add_argument("--export", type=Path, metavar="DIR", help="write the site as static files to DIR instead of serving it")
     args = p.parse_args(argv)
-    weights = args.weights or default_weights()
-    open_model_file(weights)  # a bad weights file fails here, in one line, before any build
+    if not 0 <= args.port <= MAX_PORT:
+        p.error(f"--port must be from 0 to {MAX_PORT}, not {args.port}")
+    model = ModelFile.open(args.weights or default_weights())  # a bad weights file fails here, before any build
     if args.export is not None:
-        site = write_site(weights, args.export)
+        site = write_site(model, args.export)
         print(f"wrote the site to {site}: serve that folder with any static file server")
         return 0
-    site, built = cached_site(weights, Cache(default_cache_dir()))
+    site, built = cached_site(model, Cache(default_cache_dir()))
     try:
         server = make_server(site, args.port)
     except OSError as e:
         raise EdgeViTError(f"cannot listen on {HOST}:{args.port} ({e.strerror}); try another --port") from None
-    with server, contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it stops
+    with server:  # Ctrl-C (130) or SIGTERM (143) is how it stops
         state = "built" if built else "cached"
         print(f"EdgeViT attention explorer ({state} site {site}): http://{HOST}:{server.server_address[1]}/", flush=True)
         server.serve_forever()

@@ -5,7 +5,8 @@ from conftest import run_module
 
 from edgevit import weights
 from edgevit.answer import Reject
-from edgevit.evaluate import rejection, score
+from edgevit.cli.evaluate import format_robustness
+from edgevit.evaluation import rejection, robustness, score
 
 
 def test_score_counts_confusion_and_per_class_recall():
@@ -70,17 +71,11 @@ def test_robustness_report_per_kind_and_severity_and_other_writers(rejecting_wei
     from edgevit.degrade import KINDS, SEVERITIES
     from edgevit.writers import GROUPS
 
-    result = run_module(
-        "edgevit.evaluate", str(rejecting_weights["class"]), "--robustness", "--per-cell", "2", "--per-group", "3", "--json"
-    )
-    assert result.returncode == 0, result.stderr
-    r = json.loads(result.stdout)
-    assert len(r["cells"]) == len(KINDS) * len(SEVERITIES) and [k["kind"] for k in r["kinds"]] == [k.name for k in KINDS]
-    assert all(c["images"] == 2 and c["not_a_digit"] == 1.0 and c["right"] == 0.0 for c in r["cells"])
-    assert r["mean"]["not_a_digit"] == 1.0 and [g["kind"] for g in r["writers"]] == list(GROUPS)
-    table = run_module(
-        "edgevit.evaluate", str(rejecting_weights["class"]), "--robustness", "--per-cell", "2", "--per-group", "3"
-    )
-    assert table.returncode == 0 and "salt-pepper" in table.stdout and "   0.0  100.0    0.0" in table.stdout
-    bad = run_module("edgevit.evaluate", str(rejecting_weights["class"]), "--robustness", "--per-cell", "0")
-    assert bad.returncode == 1 and "--per-cell must be from 1 to 1000, not 0" in bad.stderr
+    r = robustness(rejecting_weights["class"], per_cell=2, per_group=3)
+    assert len(r.cells) == len(KINDS) * len(SEVERITIES) and [k.kind for k in r.kinds] == [k.name for k in KINDS]
+    assert all(c.images == 2 and c.not_a_digit == 1.0 and c.right == 0.0 for c in r.cells)
+    assert r.mean.not_a_digit == 1.0 and [g.kind for g in r.writers] == list(GROUPS)
+    table = format_robustness(r)
+    assert "salt-pepper" in table and "   0.0  100.0    0.0" in table and "uci" in table
+    result = run_module("edgevit.evaluate", str(rejecting_weights["class"]), "--robustness", "--per-cell", "0")
+    assert result.returncode == 1 and "--per-cell must be from 1 to 1000, not 0" in result.stderr

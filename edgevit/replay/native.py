@@ -8,9 +8,9 @@ import hashlib
 import tempfile
 from pathlib import Path
 
+from edgevit.cache import Cache, cache_key, cpu_signature
 from edgevit.errors import EdgeViTError
 from edgevit.export.build import compile_library
-from edgevit.runtime.cache import Cache, cache_key, cpu_signature
 
 _loaded: dict[str, ctypes.CDLL] = {}  # cache entry -> the library this process loaded from it
 

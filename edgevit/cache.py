@@ -34,7 +34,7 @@ from edgevit.files import CACHE_ENV, TEMP_SUFFIX, PrivateDir, default_cache_dir,
 __all__ = ["CACHE_ENV", "Cache", "cache_key", "code_fingerprint", "cpu_signature", "default_cache_dir"]
 
 FORMAT = 2  # entries are a JSON header line, then the payload
-PACKAGE = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
 # a compiled graph depends on these sources: a change to any of them must not reuse an old one
 FINGERPRINTED = ("model.py", "graph.py", "internals.py", "quant/schemes.py", "export")
 MAX_BYTES = 512 * 2**20  # the whole cache; least recently used entries are evicted beyond it
@@ -80,7 +80,7 @@ class Cache:
         # why a cache that was asked for is off, for the command line to say (the library never prints)
         self.problem = None
         if directory is not None and self.private is None:
-            self.problem = f"cache directory {directory} is not private (a real directory of yours, mode 0700): not used"
+            self.problem = f"cache directory {directory} not used: {PrivateDir.refusal(directory)}"
 
     @property
     def enabled(self) -> bool:

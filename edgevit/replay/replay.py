@@ -20,10 +20,10 @@ import numpy as np
 from tinygrad import Tensor
 
 from edgevit import internals
+from edgevit.cache import Cache
+from edgevit.device import usable_cores
 from edgevit.errors import EdgeViTError
-from edgevit.runtime import int8, launcher, schedule
-from edgevit.runtime.c import usable_cores
-from edgevit.runtime.cache import Cache
+from edgevit.replay import int8, launcher, schedule
 
 
 class CPUReplay:

@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from edgevit.cache import Cache
 from edgevit.internals import Launch
-from edgevit.runtime import native
-from edgevit.runtime.cache import Cache
+from edgevit.replay import native
 
 MAX_ARGS = 48  # a launch with more arguments than this stays a Python call
 ENTRY = "edgevit_launch"

@@ -1,4 +1,4 @@
-"""edgevit.runtime.int8: which replay launches are int8 products, and a w8a8 model whose replay runs
+"""edgevit.replay.int8: which replay launches are int8 products, and a w8a8 model whose replay runs
 them on `edgevit_gemm_s8` giving tinygrad's own outputs bit for bit, at batch 1 and split over cores."""
 
 import numpy as np
@@ -6,11 +6,11 @@ import pytest
 from conftest import SHIPPED
 
 from edgevit.data import normalize
+from edgevit.device import usable_cores
 from edgevit.internals import HostBuffer, Launch
-from edgevit.quant.files import quantize_file
+from edgevit.quantize import quantize_file
+from edgevit.replay.int8 import find_products
 from edgevit.runtime import Classifier
-from edgevit.runtime.c import usable_cores
-from edgevit.runtime.int8 import find_products
 
 I8, I32, F32 = np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.float32)
 
@@ -43,10 +43,10 @@ def w8a8(tmp_path_factory):
 def test_w8a8_replay_runs_the_dot_product_kernels_with_tinygrads_outputs(w8a8, mnist, tmp_path, batch):
     swapped = Classifier(w8a8, cache_dir=tmp_path / "cache", device="CPU")
     plain = Classifier(w8a8, cache_dir=None, device="CPU", replay=False)  # tinygrad's own replay
-    x = normalize(mnist.test.images[:batch].astype(np.float32), swapped.mean, swapped.std).reshape(batch, 1, 28, 28)
+    x = normalize(mnist.test.images[:batch].astype(np.float32), swapped.model.mean, swapped.model.std).reshape(batch, 1, 28, 28)
     for _ in range(3):  # eager, capture, then the direct replay
         got = swapped.forward(x)
-    replay = swapped.jit.replay(batch)
+    replay = swapped.backend.replay(batch)
     assert replay is not None and replay.int8 is not None
     gemms = [launch for launch in replay.launches if launch.name.startswith("edgevit_gemm_s8_")]
     assert len(gemms) == 25  # 24 in the layers and the patch embedding; the 11-class head stays tinygrad's

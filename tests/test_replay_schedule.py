@@ -1,10 +1,10 @@
-"""edgevit.runtime.schedule: what each launch waits for, from the memory it reads and writes, and a
+"""edgevit.replay.schedule: what each launch waits for, from the memory it reads and writes, and a
 placement of launches on lanes that keeps those waits."""
 
 import numpy as np
 
 from edgevit.internals import HostBuffer, Launch
-from edgevit.runtime.schedule import assign, dependencies
+from edgevit.replay.schedule import assign, dependencies
 
 F32 = np.dtype(np.float32)
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgevit.cache import Cache
 from edgevit.export import int8
 from edgevit.internals import HostBuffer, Launch
-from edgevit.runtime import native
-from edgevit.runtime.cache import Cache
+from edgevit.replay import native
 
 MIN_ROWS_PER_CORE = 64  # fewer rows than this run on one core: a thread hand-off costs more
 

@@ -3,9 +3,8 @@ from tinygrad import Context, Tensor, nn
 from tinygrad.nn.state import get_parameters
 
 from edgevit import internals
-from edgevit.device import select_device
-from edgevit.runtime.c import usable_cores
-from edgevit.step import CompiledStep
+from edgevit.device import select_device, usable_cores
+from edgevit.training.step import CompiledStep
 
 
 def make_step(direct: bool, dropout: float) -> CompiledStep:

@@ -1,4 +1,4 @@
-"""edgevit.runtime.launcher: a table of launches run by one C call, in order, with every argument
+"""edgevit.replay.launcher: a table of launches run by one C call, in order, with every argument
 count up to MAX_ARGS, pointers and ints alike; and a replay that keeps working without it."""
 
 import ctypes
@@ -6,11 +6,12 @@ import ctypes
 import numpy as np
 import pytest
 
+from edgevit.cache import Cache
 from edgevit.errors import EdgeViTError
 from edgevit.internals import Launch
-from edgevit.runtime import Classifier, launcher, native
-from edgevit.runtime.cache import Cache
-from edgevit.runtime.classifier import LANE_BATCH
+from edgevit.replay import launcher, native
+from edgevit.runtime import Classifier
+from edgevit.runtime.tinygrad import LANE_BATCH
 
 N = launcher.MAX_ARGS
 KERNELS = f"""
@@ -85,7 +86,7 @@ def test_without_a_launcher_the_replay_calls_the_kernels_from_python(tiny_weight
     monkeypatch.setattr(native, "library", no_compiler)  # as with $CC a cross compiler
     clf = Classifier(tiny_weights, cache_dir=None, device="CPU")
     got = clf.predict(images)
-    assert clf.lanes[0].replay(LANE_BATCH) is not None
+    assert clf.backend.replay(LANE_BATCH, lane=1) is not None
     np.testing.assert_array_equal(got.probs, expected.probs)
     np.testing.assert_array_equal(got.attention, expected.attention)
 
