@@ -44,6 +44,7 @@ class Rejection:
 
     reject_class: int | None  # the model's class for non-digits
     threshold: float  # the lowest probability a digit may have
+    class_threshold: float | None  # the probability of reject_class beyond which: None, when it is the likeliest
     false_rejection: float  # of the test digits
     answered_accuracy: float  # of the test digits answered with a digit
     negatives: int  # held-out non-digits scored (0: none given)
@@ -80,6 +81,7 @@ def rejection(probs: np.ndarray, labels: np.ndarray, reject: Reject, negatives: 
     return Rejection(
         reject.cls,
         reject.threshold,
+        reject.class_threshold,
         float(out.mean()),
         float(correct.mean()) if answered.any() else 0.0,
         len(negatives),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import multiprocessing.pool
 import os
 import secrets
 import sqlite3
@@ -77,15 +78,31 @@ def require(feature: str) -> None:
 
 
 # --- backends -------------------------------------------------------------------------------------
-def stop_compile_workers() -> None:
-    """End tinygrad's pool of compile and kernel-search processes, if it started one: a command that
-    stops (SIGTERM, Ctrl-C) must leave no process behind, and exiting while the pool waits on
-    workers that the signal already killed would hang."""
+def kill_compile_workers() -> None:
+    """Kill tinygrad's pool of compile and kernel-search processes, if it started one, without waiting
+    on the pool: a command that stops on a signal must leave no process behind, and the pool's own
+    terminate() can wait forever on workers the same signal killed while they held its queue's lock."""
     try:
-        from tinygrad.engine.worker import terminate_worker_pool
+        from tinygrad.engine import worker
     except ImportError:  # another tinygrad: nothing known to stop
         return
-    terminate_worker_pool()
+    pool = getattr(worker, "worker_pool", None)
+    handler = getattr(pool, "_worker_handler", None)
+    if handler is not None:  # the pool replaces dead workers: it must not start new ones now
+        handler._state = multiprocessing.pool.TERMINATE
+    for process in getattr(pool, "_pool", None) or []:
+        with contextlib.suppress(Exception):
+            process.kill()
+
+
+def end_compile_workers() -> None:
+    """End tinygrad's pool of compile workers while they are healthy, for a command that compiled
+    and now runs on (a server): idle workers that a later signal kills would be replaced, mid-exit."""
+    try:
+        from tinygrad.engine import worker
+    except ImportError:
+        return
+    worker.terminate_worker_pool()
 
 
 def known_backends() -> list[str]:

@@ -50,3 +50,23 @@ def test_bad_metadata_is_named(meta, message):
         Reject.from_metadata(meta, 11)
     # the threshold as float32, the probabilities' type in every runtime, so C and numpy compare alike
     assert Reject.from_metadata({"class": 10, "threshold": 0.3}, 11) == Reject(10, float(np.float32(0.3)))
+
+
+def test_a_class_threshold_rejects_by_the_class_probability_not_by_argmax():
+    from edgevit.answer import fit_class_threshold
+
+    rule = Reject.from_metadata({"class": 10, "threshold": 0.0, "class_threshold": 0.2}, 11)
+    probs = np.full((3, 11), 0.0, np.float32)
+    probs[0, 3], probs[0, 10] = 0.75, 0.25  # the digit is likeliest, but its class is over the threshold
+    probs[1, 3], probs[1, 10] = 0.85, 0.15
+    probs[2, 10] = 1.0
+    assert rejected(probs, rule).tolist() == [True, False, True]
+    assert answer(probs[0], rule).digit is None and answer(probs[1], rule).digit == 3
+    assert not rejected(probs, Reject(10))[0]  # the likeliest-class rule keeps the first one
+    scores = np.zeros((1000, 11), np.float32)
+    scores[:, 10] = np.linspace(0, 0.999, 1000)
+    t = fit_class_threshold(scores, 10, 0.01)
+    assert (scores[:, 10] > t).sum() == 10
+    for bad in ({"class": 10, "class_threshold": 1.5}, {"class_threshold": 0.5}):
+        with pytest.raises(ValueError):
+            Reject.from_metadata(bad, 11)

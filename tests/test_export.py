@@ -298,9 +298,11 @@ def test_export_without_attention_saves_its_ram_and_still_classifies(tiny_weight
     assert subprocess.run([program], capture_output=True, text=True, check=True).stdout.split()[4] == "-2"
 
 
-def test_the_c_rule_answers_like_python_for_both_reasons(mnist, tmp_path):
-    """A small 11-class model whose rule rejects by its class on some images and by the threshold on
-    others: main.c gives edgevit.answer's answers and confidences on every one."""
+@pytest.mark.parametrize("by", ["likeliest class", "class threshold"])
+def test_the_c_rule_answers_like_python_for_both_reasons(mnist, tmp_path, by):
+    """A small 11-class model whose rule rejects by its class (the likeliest, or over a threshold) on
+    some images and by the digit threshold on others: main.c gives edgevit.answer's answers and
+    confidences on every one."""
     from dataclasses import asdict
 
     from tinygrad import Tensor
@@ -314,19 +316,27 @@ def test_the_c_rule_answers_like_python_for_both_reasons(mnist, tmp_path):
     images = np.concatenate([mnist.test.images[:100], np.clip(np.rint(load_negatives().images[:100]), 0, 255)])
     images = images.astype(np.uint8)
 
-    def save(bias: float, threshold: float) -> Path:
+    def save(bias: float, threshold: float, class_threshold: float | None = None) -> Path:
         Tensor.manual_seed(3)
         model = ViT(config)
         model.head.bias = Tensor([0.0] * DIGITS + [bias])
-        path = tmp_path / f"rule-{bias:.3f}-{threshold:.3f}.safetensors"
-        meta = {"config": asdict(config), "preprocess": {"mean": 0.1307, "std": 0.3081}}
-        weights.save(path, get_state_dict(model), meta | {"reject": {"class": DIGITS, "threshold": threshold}})
+        path = tmp_path / f"rule-{bias:.3f}-{threshold:.3f}-{class_threshold}.safetensors"
+        rule = {"class": DIGITS, "threshold": threshold} | ({"class_threshold": class_threshold} if class_threshold else {})
+        weights.save(
+            path,
+            get_state_dict(model),
+            {"config": asdict(config), "preprocess": {"mean": 0.1307, "std": 0.3081}, "reject": rule},
+        )
         return path
 
-    # the untrained model's own margins place the bias and the threshold inside its outputs
+    # the untrained model's own margins place the bias and the thresholds inside its outputs
     probs = Classifier(save(0.0, 0.0), cache_dir=None).predict(images.astype(np.float32)).probs
     margin = np.log(probs[:, :DIGITS].max(1)) - np.log(probs[:, DIGITS])
-    path = save(float(np.quantile(margin, 0.3)), float(np.quantile(probs[:, :DIGITS].max(1), 0.4)))
+    bias, threshold = float(np.quantile(margin, 0.3)), float(np.quantile(probs[:, :DIGITS].max(1), 0.4))
+    path = save(bias, threshold)
+    if by == "class threshold":
+        shifted = Classifier(path, cache_dir=None).predict(images.astype(np.float32)).probs
+        path = save(bias, threshold, float(np.quantile(shifted[:, DIGITS], 0.8)))
     probs = Classifier(path, cache_dir=None).predict(images.astype(np.float32)).probs
     said = [answer(p, reject_rule(path)) for p in probs]
     reasons = {a.reason.split(":")[0] for a in said if a.digit is None}

@@ -23,7 +23,7 @@ from edgevit.errors import EdgeViTError
 
 EXIT_ERROR, EXIT_USAGE = 1, 2  # 2: what argparse exits with for a bad command line
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + the signal's number, as shells report it
-STOP_GRACE_S = 5.0  # the longest a stopping command waits for tinygrad's workers to end
+STOP_GRACE_S = 5.0  # the longest a command stopped by SIGTERM spends unwinding before it exits anyway
 BAR_WIDTH = 24
 LOG_EVERY = 10  # percent of an epoch between progress lines when stderr is not a terminal
 # After SIGTERM, the longest wait for the loop's next safe point. timeout(1) and systemd signal the
@@ -70,7 +70,22 @@ class CheckedOutput:
 
 
 def terminate(signum, frame) -> NoReturn:
+    """SIGTERM: unwind (every `with` and `finally` runs) and exit 143; if unwinding hangs (a pool of
+    tinygrad's workers, some of them killed by the same signal, can wait forever), exit anyway."""
+    give_up_after(STOP_GRACE_S, EXIT_TERMINATED)
     raise Terminated
+
+
+def give_up_after(seconds: float, code: int) -> None:
+    """Exit with `code` in `seconds` whatever the main thread is doing, tinygrad's workers ended first."""
+
+    def give_up() -> None:
+        internals.kill_compile_workers()
+        os._exit(code)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
 
 
 def resend_lost_interrupts(unraisable) -> None:
@@ -126,14 +141,10 @@ def run(prog: str, main: Callable[[list[str] | None], int], argv: list[str] | No
 
 
 def stop_now(code: int) -> NoReturn:
-    """Exit on a signal at once: tinygrad's compile workers are ended (the signal may have killed some,
-    and the pool would wait on them forever at interpreter exit), output is flushed, and nothing else
+    """Exit on a signal at once: tinygrad's compile workers are killed (never waited for: the signal
+    may have killed some while they held the pool's locks), output is flushed, and nothing else
     waits. Every `with` and `finally` has already run while the exception unwound."""
-    watchdog = threading.Timer(STOP_GRACE_S, os._exit, (code,))
-    watchdog.daemon = True
-    watchdog.start()
-    with contextlib.suppress(Exception):
-        internals.stop_compile_workers()
+    internals.kill_compile_workers()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -167,6 +178,7 @@ class StopFlag:
         """No safe point within the grace period: exit now (an unfinished save leaves the old file)."""
         sys.stderr.write(f"terminated: no safe point within {self._grace_s:g} s; the last saved checkpoint stands\n")
         sys.stderr.flush()
+        internals.kill_compile_workers()
         os._exit(EXIT_TERMINATED)  # not sys.exit: interpreter shutdown would wait on the dead workers
 
     def __call__(self) -> bool:

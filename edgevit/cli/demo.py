@@ -14,6 +14,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from edgevit import internals
 from edgevit.cache import Cache, cache_key, default_cache_dir
 from edgevit.classify import default_weights
 from edgevit.cli import run
@@ -51,6 +52,7 @@ def cli(argv: list[str] | None = None, prog: str = "edgevit-demo") -> int:
         print(f"wrote the site to {site}: serve that folder with any static file server")
         return 0
     site, built = cached_site(model, Cache(default_cache_dir()))
+    internals.end_compile_workers()  # the build is done: the server needs none
     try:
         server = make_server(site, args.port)
     except OSError as e:

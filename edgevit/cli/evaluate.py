@@ -56,7 +56,13 @@ def format_report(ev: Evaluation) -> str:
 
 def format_rejection(r: Rejection, digits: int) -> list[str]:
     rule = " or ".join(
-        ([f"its class {r.reject_class} is the likeliest"] if r.reject_class is not None else [])
+        (
+            [f"its class {r.reject_class} is the likeliest"]
+            if r.reject_class is not None and r.class_threshold is None
+            else [f"its class {r.reject_class} is over {100 * r.class_threshold:.2f}%"]
+            if r.reject_class is not None
+            else []
+        )
         + ([f"no digit reaches {100 * r.threshold:.2f}%"] if r.threshold > 0 else [])
     )
     lines = [

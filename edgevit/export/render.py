@@ -87,8 +87,10 @@ def render(graph: Graph, model: Model) -> tuple[str, str]:
         maps = 4 * cfg.depth * cfg.heads * cfg.tokens**2  # float32: what the maps alone would take
         attention_note = f"\n *          (exported without the attention maps: at least {maps} bytes less)"
     scratch = graph.role("scratch")
-    scale, mean, std, threshold = c_literal(
-        np.dtype(np.float32), np.float32([1 / 255, model.mean, model.std, model.reject.threshold])
+    reject = model.reject
+    class_threshold = -1.0 if reject.class_threshold is None else reject.class_threshold  # -1: the likeliest class
+    scale, mean, std, threshold, class_threshold = c_literal(
+        np.dtype(np.float32), np.float32([1 / 255, model.mean, model.std, reject.threshold, class_threshold])
     )
     values = {
         **_graph_values(graph),
@@ -121,6 +123,7 @@ def render(graph: Graph, model: Model) -> tuple[str, str]:
         "COPY_ATTENTION": _copy_attention(attention),
         "REJECT_CLASS": -1 if model.reject.cls is None else model.reject.cls,
         "REJECT_THRESHOLD": threshold,
+        "REJECT_CLASS_THRESHOLD": class_threshold,
     }
     return fill(template("edgevit_model.c"), values), fill(template("edgevit_model.h"), values)
 

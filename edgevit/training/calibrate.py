@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgevit.answer import DIGITS, Reject, fit_threshold
+from edgevit.answer import DIGITS, Reject, fit_class_threshold, fit_threshold
 from edgevit.calibration import fit_temperature, nll, softmax
 from edgevit.data import Split
 from edgevit.robustness import degraded_bank
@@ -21,10 +21,11 @@ BANK_WORKERS = 2  # processes making damaged images
 
 def calibration(logits_of: Callable[[np.ndarray], np.ndarray], val: Split, num_classes: int, damaged_seed: int | None) -> dict:
     """Metadata fitted on the validation split `val` through the model's `logits_of`: the temperature
-    and, for a model with a "not a digit" class, the highest threshold that turns away at most
-    MAX_FALSE_REJECTION of these held-out digits and, given `damaged_seed`, at most
-    MAX_DEGRADED_FALSE_REJECTION of damaged copies of them (the training generators: the robustness
-    report's are others). Empty without a validation split."""
+    and, for a model with a "not a digit" class, the rule that turns away at most MAX_FALSE_REJECTION
+    of these held-out digits: the highest digit-confidence threshold beside the class; or, given
+    `damaged_seed` (a run that trained on damaged digits), the lowest threshold on the class's
+    probability that also turns away at most MAX_DEGRADED_FALSE_REJECTION of damaged copies of them
+    (the training generators: the robustness report's are others). Empty without a validation split."""
     if not len(val):
         return {}
     logits = logits_of(val.images)
@@ -35,14 +36,23 @@ def calibration(logits_of: Callable[[np.ndarray], np.ndarray], val: Split, num_c
     }
     if num_classes != DIGITS + 1:
         return out
-    threshold = fit_threshold(softmax(logits, t), Reject(DIGITS), MAX_FALSE_REJECTION)
-    out["reject"] = {"class": DIGITS, "threshold": threshold, "max_false_rejection": MAX_FALSE_REJECTION}
-    if damaged_seed is not None:
-        damaged, _, refused = degraded_bank(val, len(val), damaged_seed + VALIDATION_BANK_SEED, BANK_WORKERS)
-        fitted = fit_threshold(softmax(logits_of(damaged), t), Reject(DIGITS), MAX_DEGRADED_FALSE_REJECTION)
-        out["reject"] |= {
-            "threshold": min(threshold, fitted),
-            "max_degraded_false_rejection": MAX_DEGRADED_FALSE_REJECTION,
-            "degraded_validation_images": len(damaged) + refused,
-        }
+    probs = softmax(logits, t)
+    if damaged_seed is None:  # "not a digit": the class is the likeliest, or no digit likely enough
+        threshold = fit_threshold(probs, Reject(DIGITS), MAX_FALSE_REJECTION)
+        out["reject"] = {"class": DIGITS, "threshold": threshold, "max_false_rejection": MAX_FALSE_REJECTION}
+        return out
+    # "not a digit" when the class is more likely than the validation digits, clean and damaged, allow
+    damaged, _, refused = degraded_bank(val, len(val), damaged_seed + VALIDATION_BANK_SEED, BANK_WORKERS)
+    allowed = (
+        fit_class_threshold(probs, DIGITS, MAX_FALSE_REJECTION),
+        fit_class_threshold(softmax(logits_of(damaged), t), DIGITS, MAX_DEGRADED_FALSE_REJECTION),
+    )
+    out["reject"] = {
+        "class": DIGITS,
+        "class_threshold": max(allowed),
+        "threshold": 0.0,
+        "max_false_rejection": MAX_FALSE_REJECTION,
+        "max_degraded_false_rejection": MAX_DEGRADED_FALSE_REJECTION,
+        "degraded_validation_images": len(damaged) + refused,
+    }
     return out

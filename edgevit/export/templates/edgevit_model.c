@@ -60,7 +60,8 @@ int edgevit_answer(const float probs[EDGEVIT_NUM_CLASSES], float *confidence) {
   int digit = edgevit_argmax(probs, EDGEVIT_DIGITS), answer = digit;
   float behind = probs[digit];
 #if EDGEVIT_REJECT_CLASS >= 0
-  if (edgevit_argmax(probs, EDGEVIT_NUM_CLASSES) == EDGEVIT_REJECT_CLASS) {
+  if (EDGEVIT_REJECT_CLASS_THRESHOLD < 0.0f ? edgevit_argmax(probs, EDGEVIT_NUM_CLASSES) == EDGEVIT_REJECT_CLASS
+                                           : probs[EDGEVIT_REJECT_CLASS] > EDGEVIT_REJECT_CLASS_THRESHOLD) {
     if (confidence != NULL) *confidence = probs[EDGEVIT_REJECT_CLASS];
     return EDGEVIT_NOT_A_DIGIT;
   }

@@ -31,12 +31,14 @@ extern "C" {
 #define EDGEVIT_STACK_BYTES @STACK_BYTES@
 
 /* "Not a digit": the answer for an image the model does not take for a digit, because its class for
- * non-digits (EDGEVIT_REJECT_CLASS, -1 if it has none) is the most likely, or because no digit is at
- * least EDGEVIT_REJECT_THRESHOLD likely (0: never). The same rule as edgevit-classify. */
+ * non-digits (EDGEVIT_REJECT_CLASS, -1 if it has none) is more likely than EDGEVIT_REJECT_CLASS_THRESHOLD
+ * (-1: when it is the most likely class), or because no digit is at least EDGEVIT_REJECT_THRESHOLD
+ * likely (0: never). The same rule as edgevit-classify. */
 #define EDGEVIT_DIGITS 10 /* classes 0-9 are the digits */
 #define EDGEVIT_NOT_A_DIGIT 10
 #define EDGEVIT_REJECT_CLASS @REJECT_CLASS@
 #define EDGEVIT_REJECT_THRESHOLD @REJECT_THRESHOLD@
+#define EDGEVIT_REJECT_CLASS_THRESHOLD @REJECT_CLASS_THRESHOLD@
 
 /* What the entry points return instead of an answer when they cannot give one. */
 #define EDGEVIT_ERROR_ARGUMENT (-1)     /* a required pointer is NULL, or count is negative */
