@@ -64,3 +64,48 @@ def explain(attention_one_image: np.ndarray, grid: int = 4) -> str:
         lines.append("  strongest patch -> patch links (query gathers from key):")
         lines += [f"    {q} -> {key}  {w:.{DIGITS}f}" for q, key, w in strongest_links(layer, grid)]
     return "\n".join(lines) + "\n"
+
+
+def token_name(token: int, grid: int) -> str:
+    return "cls" if token == CLS else patch_name(token - 1, grid)
+
+
+def _link(weights: np.ndarray, query: int | None) -> tuple[int, int, int]:
+    """(head, query token, key token) of the strongest patch -> other-patch weight of (H, T, T), of
+    `query` if given (a token) or of any patch."""
+    w = np.asarray(weights, np.float64).copy()
+    w[:, :, CLS] = -np.inf  # a patch reading the class token is no patch -> patch link
+    w[:, CLS, :] = -np.inf
+    idx = np.arange(w.shape[1])
+    w[:, idx, idx] = -np.inf
+    if query is not None:
+        head, key = np.unravel_index(np.argmax(w[:, query, :]), (w.shape[0], w.shape[2]))
+        return int(head), query, int(key)
+    head, q, key = np.unravel_index(np.argmax(w), w.shape)
+    return int(head), int(q), int(key)
+
+
+def explain_scores(parts: list, grid: int = 4, patch: int | None = None, products: int = 3) -> str:
+    """For each layer, the computation behind its strongest patch -> patch link (or the strongest link
+    of patch `patch`, row-major from 0): the query and key vectors' dot product, divided by sqrt(d),
+    is the score; the softmax over the query's row of scores gives the weight. `parts` are
+    edgevit.qkv.Parts, one per layer."""
+    lines = []
+    for index, p in enumerate(parts):
+        head, q, k = _link(p.weights, None if patch is None else patch + 1)
+        qv, kv = p.query[head, q].astype(np.float64), p.key[head, k].astype(np.float64)
+        d = len(qv)
+        terms = qv * kv
+        dot, score, weight = float(terms.sum()), float(p.scores[head, q, k]), float(p.weights[head, q, k])
+        largest = np.argsort(-np.abs(terms))[:products]
+        row = p.scores[head, q]
+        ranked = [t for t in np.argsort(-row) if np.isfinite(row[t])][:3]
+        lines += [
+            f"Layer {index + 1}, head {head + 1}: {token_name(q, grid)} -> {token_name(k, grid)}, weight {weight:.{DIGITS}f}",
+            f"  score = q . k / sqrt({d}) = {dot:.3f} / {np.sqrt(d):.3f} = {score:.3f}",
+            "    largest products q_d x k_d: " + ", ".join(f"d{j} {qv[j]:.2f} x {kv[j]:.2f} = {terms[j]:.2f}" for j in largest),
+            f"  softmax over the {np.isfinite(row).sum()} scores of {token_name(q, grid)}'s row (largest: "
+            + ", ".join(f"{token_name(t, grid)} {row[t]:.3f}" for t in ranked)
+            + f") gives {token_name(k, grid)} {weight:.{DIGITS}f}",
+        ]
+    return "\n".join(lines) + "\n"

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import platform
 import resource
 import signal
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +20,23 @@ CLOSE_TIMEOUT_S = 30  # a worker asked to stop that is still running after this 
 SETTLE_WINDOW_S = 0.01  # settle() samples the process's CPU time over windows this long
 SETTLE_MAX_S = 1.0  # and gives up after this: a process with a busy thread of its own never settles
 IDLE_CPU_FRACTION = 0.1  # of a window: below it, no thread of the process is spinning
+
+
+INT8_FEATURES = ("amx_int8", "amx_tile", "avx512_vnni", "avx_vnni", "avx512_bf16", "asimddp", "i8mm")
+
+
+def cpu_description() -> str:
+    """This machine's CPU, as a result should name it: its model and the instruction sets EdgeViT's
+    int8 kernels can use (from /proc/cpuinfo; the platform's name elsewhere)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    field = lambda key: next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(key)), "")  # noqa: E731
+    flags = set((field("flags") or field("Features")).split())
+    model = field("model name") or field("CPU part") or platform.machine()
+    have = [f for f in INT8_FEATURES if f in flags]
+    return f"{model}, {os.cpu_count()} cores" + (f" ({', '.join(have)})" if have else " (no int8 dot-product instructions)")
 
 
 def peak_rss() -> int:

@@ -116,7 +116,9 @@ class Attention:
         self.value = nn.Linear(cfg.dim, cfg.dim)
         self.proj = nn.Linear(cfg.dim, cfg.dim)
 
-    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, x: Tensor, knockout: Tensor | None = None, seen: dict | None = None) -> tuple[Tensor, Tensor]:
+        """`knockout`: (T,) bool, the tokens no token may read from (their scores are minus infinity
+        before the softmax); `seen`, if given, gets this layer's q, k, v (B, H, T, hd) and scores."""
         B, T, D = x.shape
 
         def split_heads(t: Tensor) -> Tensor:
@@ -127,6 +129,10 @@ class Attention:
         # compilers vectorize (exported C per image: fp32 208 -> 181 us, w8a8 128 -> 104 us)
         k_t = k.transpose(-2, -1).contiguous()  # (B, H, hd, T)
         scores = q @ k_t * (1.0 / math.sqrt(self.head_dim))  # (B, H, T, T)
+        if seen is not None:
+            seen |= {"query": q, "key": k, "value": v, "scores": scores}
+        if knockout is not None:
+            scores = knockout.reshape(1, 1, 1, T).where(-math.inf, scores)
         # softmax written out with its exp and its weights stored: from Tensor.softmax tinygrad fuses
         # exp(scores - max) into the row sums and into the product with V, recomputing it for every
         # value feature, one scalar exp at a time (exported w8a8, 16 images a call: 253 -> 134
@@ -157,8 +163,8 @@ class Block:
         self.ln2 = nn.LayerNorm(cfg.dim)
         self.mlp = MLP(cfg)
 
-    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        y, att = self.attn(self.ln1(x))
+    def __call__(self, x: Tensor, knockout: Tensor | None = None, seen: dict | None = None) -> tuple[Tensor, Tensor]:
+        y, att = self.attn(self.ln1(x), knockout, seen)
         x = x + y
         return x + self.mlp(self.ln2(x)), att
 
@@ -171,13 +177,18 @@ class ViT:
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.num_classes)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Normalised images (B, C, H, W) -> logits (B, classes), attention (depth, B, heads, T, T)."""
+    def forward(self, x: Tensor, knockout: Tensor | None = None, seen: list | None = None) -> tuple[Tensor, Tensor]:
+        """Normalised images (B, C, H, W) -> logits (B, classes), attention (depth, B, heads, T, T).
+        `knockout` (T,) bool: tokens removed as keys in every layer and head; `seen`, if given, gets
+        each layer's query, key, value and scores (Attention)."""
         x = self.embed(x)  # (B, T, D)
         maps = []
         for block in self.blocks:
-            x, att = block(x)
+            layer = {} if seen is not None else None
+            x, att = block(x, knockout, layer)
             maps.append(att)
+            if seen is not None:
+                seen.append(layer)
         logits = self.head(self.norm(x[:, 0]))  # the class token carries the answer
         return logits, Tensor.stack(*maps)
 

@@ -43,8 +43,10 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def numpy_forward(w: dict[str, np.ndarray], config, x: np.ndarray) -> np.ndarray:
-    """Normalised images (B, 1, H, W) -> logits (B, classes)."""
+def numpy_forward(w: dict[str, np.ndarray], config, x: np.ndarray, knockout=None, seen: list | None = None) -> np.ndarray:
+    """Normalised images (B, 1, H, W) -> logits (B, classes). `knockout` (T,) bool: tokens removed as
+    keys (scores minus infinity); `seen`, if given, gets each layer's q, k, v (B, H, T, hd), scores and
+    weights (B, H, T, T): the explorer's numbers are checked against these."""
 
     def linear(name: str, t: np.ndarray) -> np.ndarray:
         return t @ w[f"{name}.weight"].T + w[f"{name}.bias"]
@@ -63,7 +65,12 @@ def numpy_forward(w: dict[str, np.ndarray], config, x: np.ndarray) -> np.ndarray
             linear(f"{pre}.attn.{n}", h).reshape(B, T, config.heads, hd).transpose(0, 2, 1, 3)
             for n in ("query", "key", "value")
         )
-        att = _softmax(q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd))  # (B, H, T, T)
+        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd)  # (B, H, T, T)
+        if knockout is not None:
+            scores = np.where(knockout, -np.inf, scores)
+        att = _softmax(scores)
+        if seen is not None:
+            seen.append({"query": q, "key": k, "value": v, "scores": scores, "weights": att})
         y = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, config.dim)
         t = t + linear(f"{pre}.attn.proj", y)
         h = _layernorm(t, w[f"{pre}.ln2.weight"], w[f"{pre}.ln2.bias"])

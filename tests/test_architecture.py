@@ -19,7 +19,7 @@ LAYERS = [
     {"quant.schemes", "preprocess", "attention", "explain", "device", "calibration", "answer", "cli"},
     {"degrade", "degrade.ops", "degrade.kinds", "writers", "cache"},
     {"weights", "robustness"},
-    {"graph", "reference"},
+    {"graph", "reference", "qkv"},
     {
         "export.plan",
         "export.int8",

@@ -53,7 +53,9 @@ def test_quick_bench_writes_a_table_and_json_rows(tmp_path):
         [sys.executable, ROOT / "tools" / "bench.py", "--quick", "--json", out], capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr
-    rows = json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    assert result["cpu"] in done.stdout and "cores" in result["cpu"]  # which CPU ran it, in the table and the file
+    rows = result["rows"]
     peers = [peer for peer in bench.PEERS if installed(peer)]
     assert [r["runtime"] for r in rows] == ["numpy", *peers, "edgevit", "c"]  # plan's order: references first
     for r in rows:
@@ -81,7 +83,7 @@ def test_peers_left_out_are_named_and_the_rest_measured(tmp_path, capsys, monkey
     (line,) = missing_lines(stderr)
     assert all(f"{peer} (left out by --without)" in line for peer in ONNX_PEERS)
     assert ("pytorch (not installed: torch)" in line) != installed("pytorch")
-    rows = json.loads(out.read_text())
+    rows = json.loads(out.read_text())["rows"]
     assert [r["runtime"] for r in rows] == ["numpy"] + (["pytorch"] if installed("pytorch") else [])
     for r in rows:
         check_measured(r, bench.QUICK)

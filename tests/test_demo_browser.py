@@ -131,14 +131,15 @@ def classifier():
 
 
 @pytest.fixture(scope="module")
-def mnist():
+def digits(degraded):
+    """MNIST test digits, then damaged ones (two of every kind and severity of the held-out set)."""
     from edgevit.data import load_dataset
 
-    return load_dataset().test.images[:MNIST_IMAGES].astype(np.float32)
+    return np.concatenate([load_dataset().test.images[:MNIST_IMAGES], degraded]).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
-def page_results(driver, url, mnist):
+def page_results(driver, url, digits):
     """window.edgevit.classify on every test image: digits, probs (N, C), attention (N, depth, heads, T, T)."""
     open_page(driver, url)
     config = driver.execute_script("return fetch('model.json').then((r) => r.json())")
@@ -162,11 +163,11 @@ def page_results(driver, url, mnist):
         for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
         return {digits, probs, attention: btoa(binary)};
         """,
-        mnist.reshape(-1).tolist(),
+        digits.reshape(-1).tolist(),
         config["image_size"] ** 2,
         [config["depth"], config["heads"], config["tokens"], config["tokens"]],
     )
-    n = len(mnist)
+    n = len(digits)
     attention = np.frombuffer(base64.b64decode(out["attention"]), np.float32)
     shape = (n, config["depth"], config["heads"], config["tokens"], config["tokens"])
     return as_answers(out["digits"]), np.array(out["probs"], np.float32), attention.reshape(shape)
@@ -251,15 +252,16 @@ def token_names(grid: int = 4) -> list[str]:
 
 
 # --- the model in the page -----------------------------------------------------------------------
-def test_classify_matches_python_runtime(page_results, classifier, mnist, measured):
-    digits, probs, attention = page_results
-    expected = classifier.predict(mnist)
+def test_classify_matches_python_runtime(page_results, classifier, digits, measured):
+    """MNIST test digits and damaged ones: the page gives the Python runtime's answers and numbers."""
+    said, probs, attention = page_results
+    expected = classifier.predict(digits)
     prob_diff = float(np.abs(probs - expected.probs).max())
     attention_diff = float(np.abs(attention - expected.attention.transpose(1, 0, 2, 3, 4)).max())
-    measured["mnist_images"] = len(mnist)
+    measured["digit_images"] = len(digits)
     measured["max_prob_diff_vs_tinygrad"] = prob_diff
     measured["max_attention_diff_vs_tinygrad"] = attention_diff
-    assert (digits == answers(expected.probs, reject_rule(WEIGHTS))).all()
+    assert (said == answers(expected.probs, reject_rule(WEIGHTS))).all()
     assert prob_diff <= PROB_TOLERANCE
     assert attention_diff <= ATTENTION_TOLERANCE
 
@@ -293,7 +295,7 @@ def test_not_a_digit_is_answered_as_in_python(driver, url, classifier, measured)
     assert rule.active and (digits == NOT_A_DIGIT).mean() > 0.5  # the shipped model rejects most of them
 
 
-def test_wasm_matches_native_build_of_the_same_c(page_results, mnist, tmp_path, measured):
+def test_wasm_matches_native_build_of_the_same_c(page_results, digits, tmp_path, measured):
     from edgevit.export import export
 
     exported = export(WEIGHTS, tmp_path)
@@ -306,14 +308,14 @@ def test_wasm_matches_native_build_of_the_same_c(page_results, mnist, tmp_path, 
     probs = np.zeros_like(probs_page)
     attention = np.zeros_like(attention_page)
     as_floats = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))  # noqa: E731
-    lib.edgevit_classify_many(as_floats(np.ascontiguousarray(mnist)), len(mnist), as_floats(probs), as_floats(attention))
+    lib.edgevit_classify_many(as_floats(np.ascontiguousarray(digits)), len(digits), as_floats(probs), as_floats(attention))
     measured["max_prob_diff_vs_native_c"] = float(np.abs(probs_page - probs).max())
     measured["max_attention_diff_vs_native_c"] = float(np.abs(attention_page - attention).max())
     assert measured["max_prob_diff_vs_native_c"] <= NATIVE_TOLERANCE
     assert measured["max_attention_diff_vs_native_c"] <= NATIVE_TOLERANCE
 
 
-def test_median_latency_per_prediction(driver, url, mnist, measured):
+def test_median_latency_per_prediction(driver, url, digits, measured):
     open_page(driver, url)
     times = driver.execute_script(
         """
@@ -328,7 +330,7 @@ def test_median_latency_per_prediction(driver, url, mnist, measured):
         }
         return {wasm, call, isolated: self.crossOriginIsolated};
         """,
-        mnist[0].reshape(-1).tolist(),
+        digits[0].reshape(-1).tolist(),
         WARM_UP_CALLS,
         LATENCY_CALLS,
     )

@@ -192,3 +192,29 @@ def test_a_diverging_run_and_an_empty_test_split_are_refused_and_write_nothing(t
     write_dataset(tmp_path / "empty", n_train=64, n_test=0)
     done = run_module("edgevit.train", *args[2:], "--data", str(tmp_path / "empty"), timeout=300)
     assert done.returncode == 1 and "the test split is empty" in done.stderr and "nan" not in done.stdout
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_in_the_number_of_images(tiny_weights, tmp_path):
+    """Results stream out CHUNK images at a time: ten times the images, about the same peak memory."""
+    peaks = {}
+    for n in (300, 3000):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        for i in range(n):
+            os.link(SAMPLE, folder / f"{i:05d}.png")
+        measure = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); "
+        measure += "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        cmd = [
+            sys.executable,
+            "-c",
+            measure,
+            sys.executable,
+            "-m",
+            "edgevit.cli.classify",
+            str(folder),
+            "--weights",
+            str(tiny_weights),
+        ]
+        peaks[n] = int(subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout) / 1024  # MiB
+    assert peaks[3000] - peaks[300] < 40, peaks

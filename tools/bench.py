@@ -41,7 +41,7 @@ from edgevit.data import load_dataset, normalize
 from edgevit.errors import EdgeViTError
 from edgevit.export import LIBRARY_BEAM
 from edgevit.files import atomic_write
-from edgevit.measure import Worker, peak_rss, rate, settle, timed_calls
+from edgevit.measure import Worker, cpu_description, peak_rss, rate, settle, timed_calls
 from edgevit.preprocess import preprocess
 from edgevit.quant.schemes import C_EXPORTABLE, QUANTIZED
 from edgevit.quantize import quantize_file
@@ -623,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                 if spec.runtime in ("edgevit", "c", "pytorch"):  # the ones with a command line
                     row["classify_cold_s"], row["classify_warm_s"] = classify_walls(Path(spec.source), spec.runtime, spec.beam)
     print_load("at the end")
+    print(f"CPU: {cpu_description()}\n")
     print(markdown(rows))
     print()
     print(best_peers_line(rows))
@@ -630,7 +631,9 @@ def main(argv: list[str] | None = None) -> int:
     for line in targets(rows):
         print(f"- {line}")
     if args.json:
-        atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(rows, indent=1) + "\n"))
+        atomic_write(
+            args.json, lambda tmp: tmp.write_text(json.dumps({"cpu": cpu_description(), "rows": rows}, indent=1) + "\n")
+        )
     return 0
 
 

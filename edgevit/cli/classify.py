@@ -14,6 +14,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import sys
 import unicodedata
 from pathlib import Path
@@ -22,13 +23,16 @@ from edgevit.answer import DIGITS
 from edgevit.attention import render
 from edgevit.cache import Cache, default_cache_dir
 from edgevit.classify import STDIN, Result, classify, default_weights
-from edgevit.cli import run
+from edgevit.cli import UsageError, run
+from edgevit.data import normalize
 from edgevit.device import measured
 from edgevit.errors import EdgeViTError
-from edgevit.explain import explain
+from edgevit.explain import explain, explain_scores
 from edgevit.files import atomic_write
+from edgevit.qkv import attention_parts
 from edgevit.runtime import RUNTIMES, Classifier
 from edgevit.runtime.jit import JOB, time_forward
+from edgevit.weights import ModelFile
 
 PROG = "edgevit-classify"
 NOT_A_DIGIT = "not a digit"
@@ -119,26 +123,52 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--always-digit", action="store_true", help="answer the likeliest digit even for an image of no digit")
     p.add_argument("--json", action="store_true", help='JSON Lines: path, digit (null: not a digit, with a "reason"), ...')
     p.add_argument("--attention", type=Path, metavar="OUT.png", help="write attention maps (a folder for several images)")
-    p.add_argument("--explain", action="store_true", help="after each answer, its attention as text: per layer, a 4x4 grid")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="after each answer, its attention as text: per layer, a 4x4 grid, the strongest links and the scores behind them",
+    )
+    p.add_argument("--patch", metavar="rRcC", help="with --explain: the scores behind this patch's strongest links")
     return p
 
 
-def show(r: Result, args: argparse.Namespace) -> None:
+class Explainer:
+    """`--explain`: the attention as text, and the scores behind its strongest links, from the model's
+    own forward pass on the same image (edgevit.qkv)."""
+
+    def __init__(self, model: ModelFile, patch: int | None):
+        self.model, self.patch, self.vit = model, patch, None
+
+    def __call__(self, r: Result) -> str:
+        self.vit = self.vit or self.model.build()
+        grid = self.model.config.grid
+        _, parts = attention_parts(self.vit, normalize(r.image[None], self.model.mean, self.model.std))
+        return explain(r.attention, grid=grid) + "\n" + explain_scores(parts, grid, self.patch)
+
+
+def patch_index(name: str, grid: int) -> int:
+    """'rRcC' -> the patch's row-major index."""
+    match = re.fullmatch(r"r(\d+)c(\d+)", name)
+    if match is None or not (int(match[1]) < grid and int(match[2]) < grid):
+        raise UsageError(f"--patch {name!r} is not a patch: rRcC with R and C from 0 to {grid - 1}")
+    return int(match[1]) * grid + int(match[2])
+
+
+def show(r: Result, args: argparse.Namespace, explainer: Explainer | None) -> None:
     """One result, as a line (or a JSON object) on stdout, or an error line on stderr."""
-    grid = round((r.attention.shape[-1] - 1) ** 0.5) if r.attention is not None else 0
     if args.json:
         fields = json_path(r.path)
         fields |= {"error": r.error} if r.error else {k: getattr(r, k) for k in ("digit", "confidence", "probs")}
         fields |= {"reason": r.reason} if r.reason else {}
-        if args.explain and not r.error:
-            fields["explain"] = explain(r.attention, grid=grid)
+        if explainer is not None and not r.error:
+            fields["explain"] = explainer(r)
         print(json.dumps(fields, allow_nan=False), flush=True)
     elif r.error:
         print(f"{args.prog}: error: {escape_name(r.path)}: {r.error}", file=sys.stderr)
     else:
         print(format_line(r, args.topk), flush=True)
-        if args.explain:
-            print(explain(r.attention, grid=grid))
+        if explainer is not None:
+            print(explainer(r))
 
 
 def cli(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -162,11 +192,15 @@ def cli(argv: list[str] | None = None, prog: str = PROG) -> int:
     # a bad weights file, backend or library fails the run before any image is read
     weights = Path(args.weights) if args.weights else default_weights()
     classifier = Classifier(weights, device=args.device, runtime=args.runtime, c_library=args.c_library, beam=args.beam)
+    if args.patch is not None and not args.explain:
+        raise UsageError("--patch needs --explain")
+    grid = classifier.config.grid
+    explainer = Explainer(classifier.model, patch_index(args.patch, grid) if args.patch else None) if args.explain else None
     single = len(args.images) == 1 and not Path(args.images[0]).is_dir()
     maps = AttentionMaps(args.attention, single) if args.attention is not None else None
     failed = False
     for r in classify(args.images, classifier, keep_attention=maps is not None or args.explain, always_digit=args.always_digit):
-        show(r, args)
+        show(r, args, explainer)
         failed |= r.error is not None
         if maps is not None and r.error is None:
             print(f"attention map written to {escape_name(str(maps.write(r)))}", file=sys.stderr)
