@@ -20,7 +20,7 @@ def tiny(tiny_weights, mnist):
 
 @pytest.mark.parametrize("knockout", [[], [0, 5, 15]])
 def test_parts_equal_numpys_recomputation_from_the_weights_file(tiny, tiny_weights, knockout):
-    model, vit, x = tiny
+    _, vit, x = tiny
     logits, parts = attention_parts(vit, x, knockout)
     w, config, _ = float_weights(tiny_weights)
     seen = []
