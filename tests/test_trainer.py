@@ -101,7 +101,7 @@ def test_damaged_digits_join_every_batch_with_their_labels(mnist):
     assert reject["degraded_validation_images"] == 200 and 0 <= reject["threshold"] < 1
     with pytest.raises(EdgeViTError, match="needs a bank of them"):
         TrainSettings(batch_size=16, degraded_per_batch=2)
-    with pytest.raises(EdgeViTError, match="needs negatives to damage"):
+    with pytest.raises(EdgeViTError, match="need negatives: --negatives-per-batch"):
         TrainSettings(batch_size=16, degraded_per_batch=2, degraded_images=5, degraded_negatives=5)
     with pytest.raises(EdgeViTError, match="training with degraded needs a bank"):
         Trainer(eleven, settings, mnist, negatives=negatives)

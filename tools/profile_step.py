@@ -1,6 +1,6 @@
 """Where a training step's time goes: each kernel of the compiled step, timed alone, heaviest first.
 
-    python tools/profile_step.py [--batch-size 160] [--beam 2] [--ema 0.999] [--steps 10] [--top 20]
+    python tools/profile_step.py [--batch-size 224] [--beam 2] [--ema 0.999] [--steps 10] [--top 20]
 
 Builds the step the trainer runs (`edgevit.trainer.Trainer`, the shipped model's shape), runs it until
 the direct replay takes over, times whole steps, then each kernel launch on its own
@@ -27,7 +27,7 @@ WARMUP_STEPS = 4  # eager, capture, the switch to the direct replay, one more
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="profile_step.py", description="Where a training step's time goes, kernel by kernel.")
-    p.add_argument("--batch-size", type=int, default=160, help="images per step (default: the shipped recipe's 160)")
+    p.add_argument("--batch-size", type=int, default=224, help="images per step (default: the shipped recipe's 224)")
     p.add_argument("--beam", type=int, default=2, help="kernel search width, as train --beam (default 2)")
     p.add_argument("--ema", type=float, default=0.999, help="weight averaging, as train --ema (default 0.999)")
     p.add_argument("--steps", type=int, default=10, help="whole steps timed")
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     Cache(default_cache_dir())  # tinygrad's kernel-search results live in EdgeViT's private cache
     config = ModelFile.open(shipped_weights("edgevit-mnist.safetensors")).config  # the shipped model's shape
     trainer = Trainer(config, TrainSettings(batch_size=args.batch_size, ema=args.ema), load_dataset())
-    trainer.beam = args.beam
+    trainer.compiled.beam = args.beam
     batches = [trainer.batch(0, i) for i in range(WARMUP_STEPS)]
     for x, y in batches:
         trainer.train_step(x, y)

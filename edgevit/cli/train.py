@@ -81,6 +81,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
         ("degraded-per-batch", "mix K damaged digits (noise, blur, lines, blots, outlines...) into every batch"),
         ("degraded-images", "make a bank of N damaged training digits when the run starts"),
         ("degraded-negatives", "and N damaged non-digits"),
+        ("validation-negatives", "hold the bank's last N non-digits out of training, to measure the rule on"),
     ):
         run_args.add_argument(f"--{name}", type=int, metavar="K" if "batch" in name else "N", help=what)
     run_args.add_argument("--ema", type=float, help="decay of the weights' moving average, shipped instead (default 0: off)")
@@ -149,7 +150,7 @@ def start(args: argparse.Namespace, config: ViTConfig, settings: TrainSettings, 
     else:
         data = load_dataset(args.data)
         trainer = Trainer(config, settings, data, **banks_for(settings, data, args.banks))
-    trainer.beam = args.beam
+    trainer.compiled.beam = args.beam  # BEAM width for compiling the step (tinygrad caches the search)
     return trainer
 
 

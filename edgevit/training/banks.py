@@ -56,6 +56,12 @@ def banks_for(settings: TrainSettings, data: Dataset, directory: str | Path | No
     root = Path(directory) if directory else next(iter(files.values())).parent if files else bundled_banks()
     wanted = {"negatives": settings.negatives_per_batch, "positives": settings.positives_per_batch}
     banks = {name: load_bank(root, name) for name, per_batch in wanted.items() if per_batch}
+    if (held := settings.validation_negatives) and "negatives" in banks:
+        bank = banks["negatives"]
+        if held >= len(bank.images):
+            raise EdgeViTError(f"{bank.source}: --validation-negatives {held} would leave no non-digits to train on")
+        banks["negatives"] = Bank(bank.images[:-held], bank.source)
+        banks["validation_negatives"] = Bank(bank.images[-held:], bank.source)
     if settings.degraded_per_batch:
         banks["degraded"] = degraded(splits(data, settings)[0], banks.get("negatives"), settings)
     return banks

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgevit.answer import DIGITS, Reject, fit_class_threshold, fit_threshold
+from edgevit.answer import DIGITS, Reject, fit_class_threshold, fit_threshold, rejected
 from edgevit.calibration import fit_temperature, nll, softmax
 from edgevit.data import Split
 from edgevit.robustness import degraded_bank
@@ -19,13 +19,20 @@ VALIDATION_BANK_SEED = 1_000_003  # the damaged validation digits' seed, apart f
 BANK_WORKERS = 2  # processes making damaged images
 
 
-def calibration(logits_of: Callable[[np.ndarray], np.ndarray], val: Split, num_classes: int, damaged_seed: int | None) -> dict:
+def calibration(
+    logits_of: Callable[[np.ndarray], np.ndarray],
+    val: Split,
+    num_classes: int,
+    damaged_seed: int | None,
+    negatives: np.ndarray | None = None,
+) -> dict:
     """Metadata fitted on the validation split `val` through the model's `logits_of`: the temperature
     and, for a model with a "not a digit" class, the rule that turns away at most MAX_FALSE_REJECTION
     of these held-out digits: the highest digit-confidence threshold beside the class; or, given
     `damaged_seed` (a run that trained on damaged digits), the lowest threshold on the class's
     probability that also turns away at most MAX_DEGRADED_FALSE_REJECTION of damaged copies of them
-    (the training generators: the robustness report's are others). Empty without a validation split."""
+    (the training generators: the robustness report's are others). Given held-out `negatives`, the
+    share of them the rule turns away is recorded too. Empty without a validation split."""
     if not len(val):
         return {}
     logits = logits_of(val.images)
@@ -55,4 +62,7 @@ def calibration(logits_of: Callable[[np.ndarray], np.ndarray], val: Split, num_c
         "max_degraded_false_rejection": MAX_DEGRADED_FALSE_REJECTION,
         "degraded_validation_images": len(damaged) + refused,
     }
+    if negatives is not None and len(negatives):
+        caught = rejected(softmax(logits_of(negatives), t), Reject.from_metadata(out["reject"], num_classes))
+        out["reject"] |= {"validation_negatives": len(negatives), "validation_negatives_rejected": float(caught.mean())}
     return out

@@ -35,6 +35,9 @@ class TrainSettings:
     # the last N training images are held out, never trained on: the calibration temperature is fitted
     # on them (at most a tenth of a small training split)
     validation: int = 5000
+    # the last N non-digits of the negatives bank are held out of training too: how many of them the
+    # "not a digit" rule catches is recorded with it (the report's test non-digits stay unseen)
+    validation_negatives: int = 0
     # images of non-digits in every batch, labelled with the model's extra "not a digit" class, and
     # of digits drawn the way the non-digits are (on paper, a canvas, a scan), so that looking like a
     # scan never means "not a digit"; the rest of the batch is training digits
@@ -54,7 +57,7 @@ class TrainSettings:
         # values come from flags and from checkpoints anyone may edit: NaN, 5.0 or "3" must not train
         for name in ("epochs", "batch_size"):
             checked_int(flag(name), getattr(self, name), 1)
-        for name in ("limit", "validation", *BANK_COUNTS, "degraded_images", "degraded_negatives"):
+        for name in ("limit", "validation", "validation_negatives", *BANK_COUNTS, "degraded_images", "degraded_negatives"):
             checked_int(flag(name), getattr(self, name), 0)
         checked_int(flag("seed"), self.seed, 0, MAX_SEED)
         checked_float(flag("lr"), self.lr, 0.0, above=True)
@@ -68,8 +71,8 @@ class TrainSettings:
             raise EdgeViTError(f"negatives, positives and degraded per batch must leave digits in a batch of {self.batch_size}")
         if self.degraded_per_batch and not self.degraded_images:
             raise EdgeViTError("--degraded-per-batch needs a bank of them: --degraded-images N")
-        if self.degraded_negatives and not self.negatives_per_batch:
-            raise EdgeViTError("--degraded-negatives needs negatives to damage: --negatives-per-batch K")
+        if (self.degraded_negatives or self.validation_negatives) and not self.negatives_per_batch:
+            raise EdgeViTError("--degraded-negatives and --validation-negatives need negatives: --negatives-per-batch K")
 
 
 # named starting points for a run: (settings, model config) changed from their defaults; the flags of
@@ -78,12 +81,13 @@ RECIPES = {
     "shipped": (
         {
             "epochs": 100,
-            "batch_size": 192,
-            "negatives_per_batch": 16,
+            "batch_size": 224,
+            "negatives_per_batch": 40,
             "positives_per_batch": 16,
-            "degraded_per_batch": 48,
+            "degraded_per_batch": 56,
             "degraded_images": 60_000,
-            "degraded_negatives": 10_000,
+            "degraded_negatives": 20_000,
+            "validation_negatives": 2_000,
             "ema": 0.999,
         },
         {"mlp_dim": 144},
@@ -91,12 +95,13 @@ RECIPES = {
     "quick": (
         {
             "epochs": 3,
-            "batch_size": 192,
-            "negatives_per_batch": 16,
+            "batch_size": 224,
+            "negatives_per_batch": 40,
             "positives_per_batch": 16,
-            "degraded_per_batch": 48,
+            "degraded_per_batch": 56,
             "degraded_images": 6_000,
-            "degraded_negatives": 1_000,
+            "degraded_negatives": 2_000,
+            "validation_negatives": 500,
             "ema": 0.99,
         },
         {"mlp_dim": 144},

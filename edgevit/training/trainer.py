@@ -83,6 +83,7 @@ class Trainer:
         negatives: Bank | None = None,
         positives: Bank | None = None,
         degraded: Bank | None = None,
+        validation_negatives: Bank | None = None,
     ):
         self.config, self.settings, self.data = config, settings, data
         if data.train.images.shape[1:] != (config.image_size, config.image_size):
@@ -96,6 +97,7 @@ class Trainer:
         self.train_split, self.validation_split = splits(data, settings)
         self.mean, self.std = pixel_stats(self.train_split.images)
         self.banks = {"negatives": negatives, "positives": positives, "degraded": degraded}
+        self.validation_negatives = validation_negatives
         self.batch = Batches(self.train_split, self.banks, settings, self.mean, self.std)
         Tensor.manual_seed(settings.seed)
         self.model = ViT(config)
@@ -129,16 +131,6 @@ class Trainer:
             Tensor.realize(loss, correct, *self.optimizer.step(lr))
             self.optimizer.average()
         return loss, correct
-
-    @property
-    def beam(self) -> int:
-        """BEAM width for compiling the step: kernel shapes searched by timing them (once; tinygrad
-        caches the result). See docs/performance.md for what it buys."""
-        return self.compiled.beam
-
-    @beam.setter
-    def beam(self, width: int) -> None:
-        self.compiled.beam = width
 
     def optimizer_state(self) -> dict[str, Tensor]:
         return self.optimizer.state()
@@ -209,7 +201,8 @@ class Trainer:
         """What is fitted on the validation split (edgevit.training.calibrate): with damaged digits
         in training, the reject threshold also spares damaged copies of the validation digits."""
         damaged_seed = self.settings.seed if self.settings.degraded_per_batch else None
-        return calibration(self.forward, self.validation_split, self.config.num_classes, damaged_seed)
+        held = self.validation_negatives.images if self.validation_negatives is not None else None
+        return calibration(self.forward, self.validation_split, self.config.num_classes, damaged_seed, held)
 
     def metadata(self, **extra) -> dict:
         """What a weights file records about this run: config, normalisation, settings, metrics."""
