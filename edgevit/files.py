@@ -210,8 +210,7 @@ def read_regular(path: str | os.PathLike, limit: int, what: str = "file") -> byt
             raise EdgeViTError(f"{path}: is a directory, not a {what}")
         if not stat.S_ISREG(st.st_mode):
             raise EdgeViTError(f"{path}: not a regular file (a pipe, socket or device), not a {what}")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(limit + 1)
+        data = _read_up_to(fd, limit + 1, st.st_size)
     except OSError as e:
         raise EdgeViTError(f"{path}: cannot read ({e.strerror})") from None
     finally:
@@ -219,6 +218,20 @@ def read_regular(path: str | os.PathLike, limit: int, what: str = "file") -> byt
     if len(data) > limit:
         raise EdgeViTError(f"{path}: over {limit:,} bytes, more than a {what} may be")
     return data
+
+
+def _read_up_to(fd: int, most: int, expected: int) -> bytes:
+    # read(most) would allocate `most` bytes up front, a GiB for an empty file: read what the file
+    # says it holds, then on in small steps (it may grow meanwhile), never past `most`
+    parts, got, step = [], 0, min(most, expected + 1)
+    while got < most:
+        part = os.read(fd, min(step, most - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+        step = 1 << 16
+    return b"".join(parts)
 
 
 class OutputLock:

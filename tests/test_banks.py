@@ -35,8 +35,10 @@ def test_the_bundled_banks_are_what_their_generator_wrote():
     positives, labels = (read_idx(BANKS / f"train-positives-{k}-idx{n}-ubyte.gz") for k, n in (("images", 3), ("labels", 1)))
     test = read_idx(BANKS / "test-negatives-images-idx3-ubyte.gz")
     kinds = read_idx(BANKS / "test-negatives-kinds-idx1-ubyte.gz")
-    assert train.shape == (19_991, 28, 28) and train.dtype == np.uint8
+    assert train.shape == (19_954, 28, 28) and train.dtype == np.uint8
     assert positives.shape == (12_000, 28, 28) and labels.max() <= 9 and len(set(labels)) == 10
-    assert test.shape == (2_996, 28, 28) and test.dtype == np.float32 and kinds.shape == (2_996,)
+    assert test.shape == (2_969, 28, 28) and test.dtype == np.float32 and kinds.shape == (2_969,)
     redrawn, _, _ = negatives.bank("test", 2, seed=0)
-    np.testing.assert_array_equal(redrawn, test[:2])  # the test bank's first images, drawn again here
+    # the test bank's first images, drawn again here: preprocessing's float arithmetic may round the
+    # last bit differently on another CPU's vector units than on the one that wrote the bank
+    np.testing.assert_allclose(redrawn, test[:2], rtol=1e-5, atol=1e-5)

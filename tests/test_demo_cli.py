@@ -7,16 +7,16 @@ import urllib.request
 
 from conftest import ROOT, run_module
 
-from edgevit.demo.site import CONFIG_NAME, STATIC_FILES, WASM_NAME
+from edgevit.demo.site import CONFIG_NAME, MARKER, STATIC_FILES, WASM_NAME
 
 
 def test_export_writes_a_static_site(tiny_weights, tmp_path):
-    done = run_module("edgevit.demo.cli", "--weights", str(tiny_weights), "--export", str(tmp_path / "site"))
+    done = run_module("edgevit.cli.demo", "--weights", str(tiny_weights), "--export", str(tmp_path / "site"))
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == sorted([*STATIC_FILES, WASM_NAME, CONFIG_NAME])
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == sorted([*STATIC_FILES, WASM_NAME, CONFIG_NAME, MARKER])
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    refused = run_module("edgevit.demo.cli", "--weights", str(tiny_weights), "--export", str(tmp_path / "mine"))
+    refused = run_module("edgevit.cli.demo", "--weights", str(tiny_weights), "--export", str(tmp_path / "mine"))
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "not replacing it" in refused.stderr
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
@@ -24,7 +24,7 @@ def test_export_writes_a_static_site(tiny_weights, tmp_path):
 def test_serves_the_site_and_reuses_it_for_the_same_weights(tiny_weights, tmp_path):
     env = {"PATH": "/usr/bin:/bin", "EDGEVIT_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path)}
     for state in ("built", "cached"):
-        cmd = [sys.executable, "-c", "from edgevit.demo.cli import main; main()", "--weights", str(tiny_weights), "--port", "0"]
+        cmd = [sys.executable, "-c", "from edgevit.cli.demo import main; main()", "--weights", str(tiny_weights), "--port", "0"]
         server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
         try:
             line = server.stdout.readline()

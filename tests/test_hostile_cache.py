@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from edgevit import weights
 from edgevit.cache import Cache
 from edgevit.errors import EdgeViTError
 from edgevit.runtime import c
@@ -80,7 +81,7 @@ def test_a_library_others_can_write_is_not_loaded(tmp_path):
         read_own_library(library)
 
 
-def test_a_truncated_cached_library_is_rebuilt_not_loaded(tmp_path, monkeypatch):
+def test_a_truncated_cached_library_is_rebuilt_not_loaded(tiny_weights, tmp_path, monkeypatch):
     builds = []
 
     def build(weights, library, beam):
@@ -89,15 +90,15 @@ def test_a_truncated_cached_library_is_rebuilt_not_loaded(tmp_path, monkeypatch)
         return Path(library)
 
     monkeypatch.setattr(c, "build_library", build)
-    cache = Cache(tmp_path)
-    first = CLibrary(Path("w.safetensors"), "sha", cache)
+    cache, model = Cache(tmp_path), weights.ModelFile.open(tiny_weights)
+    first = CLibrary(model, cache)
     assert first.image() == b"a shared library" * 100 and not first.cache_hit
     [entry] = tmp_path.glob("*.lib")
     assert oct(entry.stat().st_mode & 0o777) == "0o600"
-    second = CLibrary(Path("w.safetensors"), "sha", cache)
+    second = CLibrary(model, cache)
     assert second.image() == first.image() and second.cache_hit and len(builds) == 1
     entry.write_bytes(entry.read_bytes()[:-7])  # a full disk or a killed copy cut it short
-    third = CLibrary(Path("w.safetensors"), "sha", cache)
+    third = CLibrary(model, cache)
     assert third.image() == first.image() and not third.cache_hit and len(builds) == 2
 
 

@@ -69,7 +69,7 @@ def test_the_command_line_says_it_in_one_line_and_still_answers(tiny_weights, tm
     code = f"""
 import sys
 sys.argv = ["edgevit-classify", {str(ROOT / "samples" / "mnist-3.png")!r}, "--weights", {str(tiny_weights)!r}]
-from edgevit.classify import main
+from edgevit.cli.classify import main
 main()
 """
     done = pretend(code, env={"PATH": "/usr/bin:/bin", "EDGEVIT_CACHE": str(tmp_path)})

@@ -61,7 +61,7 @@ def test_every_scheme_runs_in_edgevit_classify(quantized, scheme, tmp_path):
 
     env = {"EDGEVIT_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"}
     result = run_module(
-        "edgevit.classify", str(ROOT / "samples" / "mnist-3.png"), "--json", "--weights", str(quantized[scheme]), env=env
+        "edgevit.cli.classify", str(ROOT / "samples" / "mnist-3.png"), "--json", "--weights", str(quantized[scheme]), env=env
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["digit"] == 3

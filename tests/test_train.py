@@ -7,6 +7,7 @@ from conftest import run_module, write_dataset
 
 from edgevit import weights
 from edgevit.cli import EXIT_TERMINATED, Terminated, UsageError, train
+from edgevit.training.settings import recipe_settings
 from edgevit.training.trainer import EpochReport, StepReport
 
 
@@ -26,9 +27,9 @@ def test_bad_command_lines_give_one_line_errors(tmp_path):
     one_line_error(run_module("edgevit.train", "--resume", "x.ckpt.safetensors", "--lr", "0.1"), "drop --lr", code=2)
     one_line_error(run_module("edgevit.train", "--resume", str(tmp_path / "missing.ckpt")), "missing.ckpt: no such file")
     write_dataset(tmp_path / "data", n_train=8)
-    one_line_error(
-        run_module("edgevit.train", "--data", str(tmp_path / "data")), "batch size 192 exceeds the 8 training images"
-    )
+    batch = recipe_settings("shipped").batch_size
+    too_small = run_module("edgevit.train", "--data", str(tmp_path / "data"))
+    one_line_error(too_small, f"batch size {batch} exceeds the 8 training images")
 
 
 def test_ctrl_c_writes_a_checkpoint_that_resume_finishes(interrupted_run):
