@@ -33,6 +33,28 @@ def inference_graph(model: ViT, attention: bool = True, temperature: float = 1.0
     return forward
 
 
+INSPECTED = ("query", "key", "value", "scores")  # what the inspection graph hands out beyond the answer
+
+
+def inspection_graph(model: ViT, temperature: float = 1.0) -> Callable[[Tensor, Tensor], tuple[Tensor, ...]]:
+    """The inference graph for the explorer: normalised (B, 1, H, W) images and a (T,) knock-out (1:
+    that token is removed as a key in every layer and head) -> probabilities, attention, and every
+    layer's query, key, value (depth, B, heads, T, head_dim) and scores (depth, B, heads, T, T): the
+    numbers behind each attention weight, each an output of its own in that layout."""
+
+    def forward(x: Tensor, knockout: Tensor) -> tuple[Tensor, ...]:
+        seen: list[dict] = []
+        logits, maps = model.forward(x, knockout > 0.5, seen)
+        if temperature != 1.0:
+            logits = logits * (1.0 / temperature)
+        parts = [Tensor.stack(*(layer[name] for layer in seen)).contiguous() for name in INSPECTED]
+        outputs = (logits.softmax(-1), maps, *parts)
+        Tensor.realize(*outputs)
+        return outputs
+
+    return forward
+
+
 def probe_input(config: ViTConfig, batch: int) -> np.ndarray:
     """A fixed normalised (batch, 1, H, W) input: what a graph computes for it identifies the graph."""
     size = config.image_size

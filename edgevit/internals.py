@@ -415,7 +415,7 @@ class Argument:
     count: int  # elements
     kind: str  # "input", "output", "scratch" (written by the graph) or "constant" (only read)
     data: np.ndarray | None = None  # constants only
-    name: str | None = None  # constants only: the state-dict name, where it is a model parameter
+    name: str | None = None  # constants: the state-dict name, where it is a model parameter; inputs: input0, input1...
 
 
 @dataclass
@@ -443,8 +443,8 @@ def take_apart(jit, outputs: tuple[Tensor, ...], parameters: dict[str, Tensor]) 
         if u not in known:
             count, dtype = int(np.prod(u.shape)), np.dtype(_to_np_dtype(u.dtype))
             c_type(dtype)  # refuses a dtype the C file could not declare
-            if u.op is Ops.PARAM:
-                known[u] = Argument(dtype, count, "input")
+            if u.op is Ops.PARAM:  # the graph's inputs, named by their position: input0, input1...
+                known[u] = Argument(dtype, count, "input", name=f"input{u.arg.slot}")
             elif u in output_uops:
                 known[u] = Argument(dtype, count, "output")
             elif u in written:

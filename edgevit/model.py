@@ -118,7 +118,8 @@ class Attention:
 
     def __call__(self, x: Tensor, knockout: Tensor | None = None, seen: dict | None = None) -> tuple[Tensor, Tensor]:
         """`knockout`: (T,) bool, the tokens no token may read from (their scores are minus infinity
-        before the softmax); `seen`, if given, gets this layer's q, k, v (B, H, T, hd) and scores."""
+        before the softmax); `seen`, if given, gets this layer's q, k, v (B, H, T, hd) and scores
+        (B, H, T, T, knocked-out keys included)."""
         B, T, D = x.shape
 
         def split_heads(t: Tensor) -> Tensor:
@@ -129,10 +130,10 @@ class Attention:
         # compilers vectorize (exported C per image: fp32 208 -> 181 us, w8a8 128 -> 104 us)
         k_t = k.transpose(-2, -1).contiguous()  # (B, H, hd, T)
         scores = q @ k_t * (1.0 / math.sqrt(self.head_dim))  # (B, H, T, T)
-        if seen is not None:
-            seen |= {"query": q, "key": k, "value": v, "scores": scores}
         if knockout is not None:
             scores = knockout.reshape(1, 1, 1, T).where(-math.inf, scores)
+        if seen is not None:
+            seen |= {"query": q, "key": k, "value": v, "scores": scores}
         # softmax written out with its exp and its weights stored: from Tensor.softmax tinygrad fuses
         # exp(scores - max) into the row sums and into the product with V, recomputing it for every
         # value feature, one scalar exp at a time (exported w8a8, 16 images a call: 253 -> 134

@@ -50,13 +50,6 @@ def attention_parts(model: ViT, x: np.ndarray, knockout: list[int] = ()) -> tupl
     logits, maps = model.forward(Tensor(x.astype(np.float32)), mask, seen)
     weights = maps.numpy()[:, 0]
     parts = [
-        Parts(*(layer[name].numpy()[0] for name in ("query", "key", "value")), _masked(layer["scores"].numpy()[0], mask), w)
-        for layer, w in zip(seen, weights)
+        Parts(*(layer[name].numpy()[0] for name in ("query", "key", "value", "scores")), w) for layer, w in zip(seen, weights)
     ]
     return logits.numpy()[0], parts
-
-
-def _masked(scores: np.ndarray, mask: Tensor | None) -> np.ndarray:
-    if mask is None:
-        return scores
-    return np.where(mask.numpy()[None, None, :], -np.inf, scores)

@@ -53,6 +53,7 @@ def model_config(model: ModelFile, wasm_path: Path) -> dict:
         "depth": config.depth,
         "heads": config.heads,
         "dim": config.dim,
+        "head_dim": config.dim // config.heads,
         "tokens": config.tokens,
         "num_classes": config.num_classes,
         "labels": class_labels(config.num_classes, model.metadata),
@@ -118,8 +119,8 @@ def write_site(weights: str | os.PathLike | ModelFile, out_dir: str | os.PathLik
         raise EdgeViTError(f"{out_dir}: cannot create the site beside it ({e.strerror})") from None
     try:
         with tempfile.TemporaryDirectory(prefix="edgevit-c-") as c_dir:
-            exported = export(model, c_dir)
-            wasm = build_wasm(exported.files["edgevit_model.c"], staging / WASM_NAME)
+            exported = export(model, c_dir, inspect=True)  # the page shows the numbers behind every weight
+            wasm = build_wasm(exported.files["edgevit_model.c"], staging / WASM_NAME, inspect=True)
         for name in STATIC_FILES:
             (staging / name).write_bytes((SOURCES / name).read_bytes())
         (staging / CONFIG_NAME).write_text(json.dumps(model_config(model, wasm), indent=2) + "\n")

@@ -54,12 +54,19 @@ def _model(model: ModelFile, **fields) -> Model:
     return Model(model.config, model.mean, model.std, model.sha256, model.path.name, **fields)
 
 
-def export(weights: str | os.PathLike | ModelFile, out_dir: str | os.PathLike, beam: int = 0, attention: bool = True) -> Export:
+def export(
+    weights: str | os.PathLike | ModelFile,
+    out_dir: str | os.PathLike,
+    beam: int = 0,
+    attention: bool = True,
+    inspect: bool = False,
+) -> Export:
     """Write edgevit_model.c/.h, main.c and a Makefile for `weights` into `out_dir` (created).
 
     `beam` tunes the kernels for this machine (see `capture`); the C stays portable either way.
-    `attention` False leaves the attention maps out (less RAM). Files are written atomically;
-    nothing else in `out_dir` is touched.
+    `attention` False leaves the attention maps out (less RAM); `inspect` adds edgevit_inspect, the
+    explorer's entry point (every layer's query, key, value and scores, and patches knocked out).
+    Files are written atomically; nothing else in `out_dir` is touched.
     """
     model, out_dir = model_file(weights), Path(out_dir)
     check_exportable(model)
@@ -70,7 +77,7 @@ def export(weights: str | os.PathLike | ModelFile, out_dir: str | os.PathLike, b
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise EdgeViTError(f"{out_dir}: cannot create the output directory ({e.strerror})") from None
-    captured = capture.capture(model, probe_input(model.config, 1), beam, attention)
+    captured = capture.capture(model, probe_input(model.config, 1), beam, attention, inspect)
     graph = int8.use_dot_products(captured, model.config)
     described = _model(model, reject=model.reject)
     c, h = render(graph, described)

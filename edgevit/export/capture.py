@@ -12,7 +12,7 @@ from edgevit import internals
 from edgevit.device import select_device
 from edgevit.errors import EdgeViTError
 from edgevit.export.plan import PREFIX, Buffer, Graph, Step, arena_name, identifier, plan_memory
-from edgevit.graph import inference_graph
+from edgevit.graph import INSPECTED, inference_graph, inspection_graph
 from edgevit.quant.schemes import inference_layout
 from edgevit.weights import ModelFile
 
@@ -20,7 +20,12 @@ from edgevit.weights import ModelFile
 CAPTURE_CALLS = 3
 
 
-def capture(model: ModelFile, probe: np.ndarray, beam: int = 0, attention: bool = True) -> Graph:
+OUTPUTS = ("probs", "attention")
+INSPECT_OUTPUTS = (*OUTPUTS, *INSPECTED)
+INPUTS = ("input", "knockout")  # the image, then (the inspection graph's) the knocked-out tokens
+
+
+def capture(model: ModelFile, probe: np.ndarray, beam: int = 0, attention: bool = True, inspect: bool = False) -> Graph:
     """Compile the inference graph with portable C kernels and take it apart.
 
     `probe` is any normalised (B, 1, H, W) input to run the graph with: the graph is for B images
@@ -31,22 +36,25 @@ def capture(model: ModelFile, probe: np.ndarray, beam: int = 0, attention: bool 
     internals.require("the C export")
     select_device("CPU")
     vit = inference_layout(model.build())
-    jit = TinyJit(inference_graph(vit, attention, model.temperature))
+    if inspect:
+        jit, inputs = TinyJit(inspection_graph(vit, model.temperature)), (probe, np.zeros(model.config.tokens, np.float32))
+    else:
+        jit, inputs = TinyJit(inference_graph(vit, attention, model.temperature)), (probe,)
     with internals.portable_c_kernels(), Context(BEAM=beam):
         for _ in range(CAPTURE_CALLS):
-            outputs = jit(Tensor(probe))
+            outputs = jit(*(Tensor(x) for x in inputs))
     calls, output_args = internals.take_apart(jit, outputs, get_state_dict(vit))
-    return _layout(calls, output_args)
+    return _layout(calls, output_args, INSPECT_OUTPUTS if inspect else OUTPUTS)
 
 
-def _layout(calls: list[internals.KernelCall], output_args: list[internals.Argument]) -> Graph:
+def _layout(calls: list[internals.KernelCall], output_args: list[internals.Argument], output_roles: tuple[str, ...]) -> Graph:
     """Kernels de-duplicated and renamed; every value a kernel writes a buffer of its own.
 
     tinygrad's planner already reuses one buffer for values that are never alive together (the
     residual stream, then a LayerNorm's output...). Here each write starts a new buffer, so every
     activation gets its own name and lifetime, and `plan_memory` packs them again.
     """
-    roles = dict(zip(output_args, ("probs", "attention"), strict=False))
+    roles = dict(zip(output_args, output_roles, strict=False))
     kernels: dict[str, str] = {}
     by_source: dict[str, str] = {}
     current: dict[internals.Argument, Buffer] = {}  # each argument's latest value
@@ -77,7 +85,8 @@ def _layout(calls: list[internals.KernelCall], output_args: list[internals.Argum
 
 def _buffer(arg: internals.Argument, output_role: str | None, index: int) -> Buffer:
     if arg.kind == "input":
-        return Buffer(f"{PREFIX}_input", arg.dtype, arg.count, "input")
+        role = INPUTS[int(arg.name.removeprefix("input"))]
+        return Buffer(f"{PREFIX}_{role}", arg.dtype, arg.count, role)
     if arg.kind == "output":
         return Buffer(f"{PREFIX}_{output_role}", arg.dtype, arg.count, output_role)
     if arg.kind == "scratch":

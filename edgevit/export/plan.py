@@ -10,7 +10,8 @@ import numpy as np
 from edgevit.internals import c_type
 
 PREFIX = "edgevit"
-ROLES = ("weight", "scratch", "input", "probs", "attention")
+IO_ROLES = ("input", "knockout", "probs", "attention", "query", "key", "value", "scores")  # static arrays of their own
+ROLES = ("weight", "scratch", *IO_ROLES)
 
 
 @dataclass(eq=False)
@@ -58,7 +59,7 @@ class Graph:
 
     @property
     def io_bytes(self) -> int:
-        return sum(b.nbytes for b in self.buffers if b.role in ("input", "probs", "attention"))
+        return sum(b.nbytes for b in self.buffers if b.role in IO_ROLES)
 
     @property
     def ram_bytes(self) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgevit.answer import Reject
 from edgevit.errors import EdgeViTError
-from edgevit.export.plan import Buffer, Graph, arena_name
+from edgevit.export.plan import IO_ROLES, Buffer, Graph, arena_name
 from edgevit.internals import c_type
 from edgevit.model import ViTConfig
 
@@ -116,11 +116,12 @@ def render(graph: Graph, model: Model) -> tuple[str, str]:
         "HAS_ATTENTION": int(bool(attention)),
         "ATTENTION_SIZE": attention_size,
         "KERNELS": len(graph.kernels),
-        "IO_BUFFERS": "\n".join(f"static float {b.name}[{b.count}];" for b in (inp, probs, *attention)),
+        "IO_BUFFERS": "\n".join(f"static float {b.name}[{b.count}];" for b in graph.buffers if b.role in IO_ROLES),
         "PIXEL_SCALE": scale,
         "MEAN": mean,
         "STD": std,
         "COPY_ATTENTION": _copy_attention(attention),
+        **_inspect_values(graph, cfg),
         "REJECT_CLASS": -1 if model.reject.cls is None else model.reject.cls,
         "REJECT_THRESHOLD": threshold,
         "REJECT_CLASS_THRESHOLD": class_threshold,
@@ -193,6 +194,18 @@ def _activations(graph: Graph) -> str:
 
 def _calls(graph: Graph) -> str:
     return "\n".join(f"  {s.kernel}({', '.join(b.name for b in s.arguments)}); /* {s.layer} */" for s in graph.steps)
+
+
+def _inspect_values(graph: Graph, cfg: ViTConfig) -> dict[str, str]:
+    """The explorer's entry point, edgevit_inspect, for a graph captured with its inspected outputs."""
+    if not graph.role("knockout"):
+        return {"INSPECT_C": "", "INSPECT_H": ""}
+    head_dim = cfg.dim // cfg.heads
+    qkv = cfg.depth * cfg.heads * cfg.tokens * head_dim
+    if [len(graph.role(r)) for r in ("query", "key", "value", "scores")] != [1] * 4 or graph.role("query")[0].count != qkv:
+        raise EdgeViTError("the inspected graph does not hand out one query, key, value and scores of every layer")
+    values = {"HEAD_DIM": head_dim, "QKV_SIZE": qkv}
+    return {"INSPECT_C": template("inspect.c"), "INSPECT_H": fill(template("inspect.h"), values)}
 
 
 def _copy_attention(attention: list[Buffer]) -> str:

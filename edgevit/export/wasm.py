@@ -33,6 +33,15 @@ EXPORTS = (
     "edgevit_num_classes",
     "edgevit_attention_size",
 )
+INSPECT_EXPORTS = (  # an export with edgevit_inspect (the explorer's): the numbers behind every weight
+    "edgevit_inspect",
+    "edgevit_knockout_buffer",
+    "edgevit_query_buffer",
+    "edgevit_key_buffer",
+    "edgevit_value_buffer",
+    "edgevit_scores_buffer",
+    "edgevit_qkv_size",
+)
 CFLAGS = (
     "--target=wasm32",
     "-std=c99",
@@ -46,7 +55,6 @@ SIMD_FLAGS = ("-msimd128",)  # 128-bit SIMD: every current browser has it (Chrom
 LDFLAGS = (
     "-Wl,--no-entry",  # a library: JavaScript calls the exports, there is no main
     "-Wl,--strip-all",  # no names section: smaller, and JavaScript only needs the exports
-    *(f"-Wl,--export={name}" for name in EXPORTS),
 )
 
 
@@ -62,8 +70,9 @@ def find_toolchain() -> tuple[str, str]:
     return compiler, linker
 
 
-def build_wasm(model_c: str | Path, out_wasm: str | Path, simd: bool = True) -> Path:
-    """Compile an exported edgevit_model.c (its edgevit_model.h beside it) into `out_wasm`, atomically."""
+def build_wasm(model_c: str | Path, out_wasm: str | Path, simd: bool = True, inspect: bool = False) -> Path:
+    """Compile an exported edgevit_model.c (its edgevit_model.h beside it) into `out_wasm`, atomically;
+    `inspect`: the C was exported with edgevit_inspect, and the module exports it too."""
     model_c, out_wasm = Path(model_c), Path(out_wasm)
     compiler, linker = find_toolchain()
     out_wasm.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +87,7 @@ def build_wasm(model_c: str | Path, out_wasm: str | Path, simd: bool = True) -> 
                 *("-isystem", str(shim)),  # our math.h instead of a libc's
                 *("-I", str(model_c.parent)),  # edgevit_model.h, for the glue file
                 *LDFLAGS,
+                *(f"-Wl,--export={name}" for name in (*EXPORTS, *(INSPECT_EXPORTS if inspect else ()))),
                 *("-o", str(target)),
                 str(model_c),
                 str(shim / "edgevit_wasm.c"),

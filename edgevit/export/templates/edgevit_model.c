@@ -111,3 +111,4 @@ int edgevit_classify_many(const float *pixels, int count, float *probs, float *a
 }
 
 const char *edgevit_model_id(void) { return "@MODEL_ID@"; }
+@INSPECT_C@

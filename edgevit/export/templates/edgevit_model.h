@@ -66,7 +66,7 @@ int edgevit_best_digit(const float probs[EDGEVIT_NUM_CLASSES]);
 
 /* The sha256 of the weights file this model was exported from. */
 const char *edgevit_model_id(void);
-
+@INSPECT_H@
 #ifdef __cplusplus
 }
 #endif

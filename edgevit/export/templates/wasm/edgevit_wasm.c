@@ -20,3 +20,17 @@ float *edgevit_confidence_buffer(void) { return &confidence; }
 int edgevit_not_a_digit(void) { return EDGEVIT_NOT_A_DIGIT; }
 int edgevit_num_classes(void) { return EDGEVIT_NUM_CLASSES; }
 int edgevit_attention_size(void) { return EDGEVIT_ATTENTION_SIZE; }
+
+#ifdef EDGEVIT_HAS_INSPECT
+/* edgevit_inspect's buffers: the knocked-out tokens in, every layer's query, key, value and scores out */
+static unsigned char knockout[EDGEVIT_TOKENS];
+static float query[EDGEVIT_QKV_SIZE], key[EDGEVIT_QKV_SIZE], value[EDGEVIT_QKV_SIZE];
+static float scores[EDGEVIT_ATTENTION_SIZE];
+
+unsigned char *edgevit_knockout_buffer(void) { return knockout; }
+float *edgevit_query_buffer(void) { return query; }
+float *edgevit_key_buffer(void) { return key; }
+float *edgevit_value_buffer(void) { return value; }
+float *edgevit_scores_buffer(void) { return scores; }
+int edgevit_qkv_size(void) { return EDGEVIT_QKV_SIZE; }
+#endif
