@@ -6,26 +6,17 @@
 // each token spreads one unit of attention over all tokens: attention[layer][head][query][key].
 // This page draws those numbers. Nothing here talks to a server beyond loading its own files.
 
+import { $, drawHeat, el } from "./draw.js";
+import { CLS, nest, row } from "./heads.js";
+import { renderHeads, setupHeads } from "./headview.js";
+import { renderLesson, renderWeight } from "./lesson.js";
 import { NoDigitError, preprocess } from "./preprocess.js";
 
 const MODEL_JSON = "model.json";
 const PEN_WIDTH = 18; // pad pixels (of 280): about MNIST's stroke once the digit is scaled to 20x20
-const HEAT_ALPHA = 0.55; // heat map over the digit: the digit must still show through
-const GRID_COLOUR = "rgba(140, 140, 140, 0.9)";
-const SELECTED_COLOUR = "#3ad1ff"; // the chosen patch's outline, also the focus ring in style.css
 const TOP_LINKS = 3; // patches named in the Query/Key/Value explanation
 const TIMES_KEPT = 200; // predictions in the running median shown on the page
-// a perceptual dark-to-bright ramp (after matplotlib's inferno), the same as edgevit/attention.py
-const RAMP = [
-  [0, 0, 4],
-  [66, 10, 104],
-  [147, 38, 103],
-  [221, 81, 58],
-  [252, 165, 10],
-  [252, 255, 164],
-];
 const MEAN = "mean"; // the head selector's value for the mean over heads
-const CLS = 0; // the class token is token 0; patch p (0-based, row-major) is token p + 1
 const DIGITS = 10; // classes 0-9 are the digits; a model's class for "not a digit" comes next
 const NOT_A_DIGIT = "not a digit"; // the answer shown when the model takes the drawing for no digit
 
@@ -41,36 +32,79 @@ async function loadModel() {
     WebAssembly.instantiate(await (await fetch(config.wasm)).arrayBuffer(), {}),
   );
   const exports = instance.exports;
-  const attentionSize = config.depth * config.heads * config.tokens * config.tokens;
-  if (exports.edgevit_num_classes() !== config.num_classes || exports.edgevit_attention_size() !== attentionSize) {
-    throw new Error(`${config.wasm} does not match ${MODEL_JSON} (classes or attention shape)`);
+  const t = config.tokens;
+  const attentionSize = config.depth * config.heads * t * t;
+  const qkvSize = config.depth * config.heads * t * config.head_dim;
+  if (
+    exports.edgevit_num_classes() !== config.num_classes ||
+    exports.edgevit_attention_size() !== attentionSize ||
+    exports.edgevit_qkv_size() !== qkvSize
+  ) {
+    throw new Error(`${config.wasm} does not match ${MODEL_JSON} (classes, attention or query shape)`);
   }
   // the module has no allocator, so its memory never grows and these views stay valid
   const view = (pointer, length) => new Float32Array(exports.memory.buffer, pointer, length);
   const buffers = {
     pixels: view(exports.edgevit_pixels_buffer(), config.image_size ** 2),
+    knockout: new Uint8Array(exports.memory.buffer, exports.edgevit_knockout_buffer(), t),
     probs: view(exports.edgevit_probs_buffer(), config.num_classes),
     attention: view(exports.edgevit_attention_buffer(), attentionSize),
+    query: view(exports.edgevit_query_buffer(), qkvSize),
+    key: view(exports.edgevit_key_buffer(), qkvSize),
+    value: view(exports.edgevit_value_buffer(), qkvSize),
+    scores: view(exports.edgevit_scores_buffer(), attentionSize),
     confidence: view(exports.edgevit_confidence_buffer(), 1),
   };
   const notADigit = exports.edgevit_not_a_digit();
-  /** 784 pixels on [0, 255] -> {digit (null: not a digit), confidence, probs, attention (flat copy), ms}. */
-  function run(pixels) {
+  const patches = t - 1;
+  /** 784 pixels on [0, 255] and the patches knocked out as keys -> {digit (null: not a digit),
+   * confidence, probs, attention, query, key, value, scores (flat copies), ms}. */
+  function run(pixels, knockout = []) {
     if (pixels.length !== buffers.pixels.length) {
       throw new RangeError(`expected ${buffers.pixels.length} pixels, got ${pixels.length}`);
     }
+    buffers.knockout.fill(0);
+    for (const p of knockout) {
+      if (!Number.isInteger(p) || p < 0 || p >= patches) throw new RangeError(`knockout: ${p} is not a patch 0-${patches - 1}`);
+      buffers.knockout[p + 1] = 1; // token p + 1: token 0 is the class token
+    }
     buffers.pixels.set(pixels);
     const start = performance.now();
-    const { pixels: p, probs, attention } = buffers; // WebAssembly takes their addresses in its memory
-    exports.edgevit_classify_pixels(p.byteOffset, probs.byteOffset, attention.byteOffset);
-    // the answer again, for its confidence: the same rule edgevit_classify_pixels applied
-    const answer = exports.edgevit_answer(probs.byteOffset, buffers.confidence.byteOffset);
+    const b = buffers; // WebAssembly takes their addresses in its memory
+    const outputs = [b.probs, b.attention, b.query, b.key, b.value, b.scores].map((a) => a.byteOffset);
+    exports.edgevit_inspect(b.pixels.byteOffset, b.knockout.byteOffset, ...outputs);
+    // the answer again, for its confidence: the same rule edgevit_inspect applied
+    const answer = exports.edgevit_answer(b.probs.byteOffset, b.confidence.byteOffset);
     const ms = performance.now() - start;
-    const digit = answer === notADigit ? null : answer;
-    const confidence = buffers.confidence[0];
-    return { digit, confidence, probs: Float32Array.from(probs), attention: Float32Array.from(attention), ms };
+    const copy = (name) => Float32Array.from(b[name]);
+    return {
+      digit: answer === notADigit ? null : answer,
+      confidence: b.confidence[0],
+      ...Object.fromEntries(["probs", "attention", "query", "key", "value", "scores"].map((n) => [n, copy(n)])),
+      ms,
+    };
   }
   return { config, run };
+}
+
+/** The input with the given patches' pixels set to the background (0: MNIST is white on black). */
+function blankPatches(pixels, patches, config) {
+  const out = Float32Array.from(pixels);
+  const [size, side] = [config.image_size, config.patch_size];
+  for (const p of patches) {
+    const [top, left] = [Math.floor(p / config.grid) * side, (p % config.grid) * side];
+    for (let y = top; y < top + side; y++) out.fill(0, y * size + left, y * size + left + side);
+  }
+  return out;
+}
+
+/** One run with knock-outs: {knockout: patches removed as keys, blank: patches whose pixels are blanked}. */
+function classifyWith(model, pixels, { knockout = [], blank = [] } = {}) {
+  const patches = model.config.tokens - 1;
+  for (const p of blank) {
+    if (!Number.isInteger(p) || p < 0 || p >= patches) throw new RangeError(`blank: ${p} is not a patch 0-${patches - 1}`);
+  }
+  return model.run(blank.length ? blankPatches(pixels, blank, model.config) : pixels, knockout);
 }
 
 // --- attention maths (the same as edgevit/attention.py) -----------------------------------------
@@ -103,99 +137,12 @@ function rollout(attention, config) {
   return flow[CLS].slice(1);
 }
 
-/** The flat attention as nested arrays [layer][head][query][key], for window.edgevit.classify. */
-function nest(attention, config) {
-  const t = config.tokens;
-  let offset = 0;
-  const take = () => Array.from(attention.subarray(offset, (offset += t)));
-  return Array.from({ length: config.depth }, () =>
-    Array.from({ length: config.heads }, () => Array.from({ length: t }, take)),
-  );
-}
-
 // --- names -------------------------------------------------------------------------------------
 /** Patches are named by row and column from 0 at the top left (r0c0 ... r3c3), as in explain.py. */
 const patchName = (patch, grid) => `r${Math.floor(patch / grid)}c${patch % grid}`;
 const tokenName = (token, grid) => (token === CLS ? "class token" : patchName(token - 1, grid));
 const headLabel = (head) => (head === MEAN ? "mean over heads" : `head ${head + 1}`);
 const percent = (v) => `${(100 * v).toFixed(1)}%`;
-
-// --- small DOM helpers --------------------------------------------------------------------------
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
-  node.append(...children);
-  return node;
-}
-
-// --- drawing ------------------------------------------------------------------------------------
-function rampColour(value) {
-  const pos = Math.min(1, Math.max(0, value)) * (RAMP.length - 1);
-  const lo = Math.min(Math.floor(pos), RAMP.length - 2);
-  const frac = pos - lo;
-  return RAMP[lo].map((c, i) => Math.round(c * (1 - frac) + RAMP[lo + 1][i] * frac));
-}
-
-/** The 28x28 input as a small canvas, to be scaled up without smoothing. */
-function inputBitmap(pixels, size) {
-  const bitmap = document.createElement("canvas");
-  bitmap.width = bitmap.height = size;
-  const ctx = bitmap.getContext("2d");
-  const data = ctx.createImageData(size, size);
-  pixels.forEach((v, i) => {
-    data.data.fill(Math.round(v), 4 * i, 4 * i + 3);
-    data.data[4 * i + 3] = 255;
-  });
-  ctx.putImageData(data, 0, 0);
-  return bitmap;
-}
-
-/** The input with a heat map over its patch grid (scaled to its own maximum) and each weight printed. */
-function drawHeat(canvas, pixels, config, heat, selected = null) {
-  const ctx = canvas.getContext("2d");
-  const side = canvas.width;
-  const step = side / config.grid;
-  ctx.imageSmoothingEnabled = false;
-  ctx.clearRect(0, 0, side, side);
-  if (pixels) ctx.drawImage(inputBitmap(pixels, config.image_size), 0, 0, side, side);
-  if (!heat) return;
-  const top = Math.max(...heat, 1e-9);
-  const cell = (patch) => [(patch % config.grid) * step, Math.floor(patch / config.grid) * step];
-  heat.forEach((value, patch) => {
-    const [r, g, b] = rampColour(value / top);
-    ctx.fillStyle = `rgba(${r}, ${g}, ${b}, ${HEAT_ALPHA})`;
-    ctx.fillRect(...cell(patch), step, step);
-  });
-  ctx.strokeStyle = GRID_COLOUR;
-  ctx.lineWidth = 1;
-  for (let k = 1; k < config.grid; k++) {
-    ctx.beginPath();
-    ctx.moveTo(k * step + 0.5, 0);
-    ctx.lineTo(k * step + 0.5, side);
-    ctx.moveTo(0, k * step + 0.5);
-    ctx.lineTo(side, k * step + 0.5);
-    ctx.stroke();
-  }
-  if (selected !== null) {
-    const [x, y] = cell(selected);
-    ctx.strokeStyle = SELECTED_COLOUR;
-    ctx.lineWidth = 4;
-    ctx.strokeRect(x + 2, y + 2, step - 4, step - 4);
-  }
-  // the numbers last, so neither the grid nor the outline hides them
-  ctx.font = `${Math.round(step / 4.5)}px system-ui, sans-serif`;
-  ctx.textBaseline = "top";
-  ctx.lineWidth = 3;
-  heat.forEach((value, patch) => {
-    const [x, y] = cell(patch);
-    ctx.strokeStyle = "black";
-    ctx.strokeText(value.toFixed(2), x + 8, y + 8);
-    ctx.fillStyle = "white";
-    ctx.fillText(value.toFixed(2), x + 8, y + 8);
-  });
-}
 
 // --- the drawing pad ----------------------------------------------------------------------------
 /** Pointer drawing (mouse, touch, pen) on the pad; onStroke runs after every change. */
@@ -283,13 +230,18 @@ function setupPage(model) {
   const state = {
     inked: false, // anything on the pad, even too little for a digit
     input: null, // the 784 pixels the model saw
-    result: null, // its answer: {digit, probs, attention, ms}
+    result: null, // its answer, with the knock-outs: {digit, probs, attention, query, key, value, scores, ms}
+    clean: null, // the answer without them
     preprocessMs: 0,
     times: [], // ms of the latest predictions
     layer: config.depth - 1,
     head: MEAN,
     patch: null, // the patch chosen in the inspector
+    key: null, // the key token of the weight taken apart (null: the query's strongest)
+    knockout: [], // patches removed as keys in every layer
+    blank: [], // patches whose pixels are blanked
   };
+  const names = { token: (t) => tokenName(t, config.grid), patch: (p) => patchName(p, config.grid) };
 
   // selectors
   const layerSelect = $("layer");
@@ -301,6 +253,11 @@ function setupPage(model) {
   layerSelect.addEventListener("change", () => ((state.layer = +layerSelect.value), renderAttention()));
   headSelect.addEventListener("change", () => {
     state.head = headSelect.value === MEAN ? MEAN : +headSelect.value;
+    renderAttention();
+  });
+  const headCells = setupHeads(config, (layer, head) => {
+    [state.layer, state.head] = [layer, head];
+    [layerSelect.value, headSelect.value] = [layer, head];
     renderAttention();
   });
 
@@ -319,7 +276,7 @@ function setupPage(model) {
   $("patches").style.setProperty("--grid", config.grid);
   const patchButtons = Array.from({ length: config.grid ** 2 }, (_, patch) => {
     const button = el("button", { type: "button", class: "patch", "data-patch": patch, "aria-pressed": "false" });
-    button.addEventListener("click", () => ((state.patch = patch), renderAttention()));
+    button.addEventListener("click", () => ((state.patch = patch), (state.key = null), renderAttention()));
     button.addEventListener("keydown", (event) => movePatchFocus(event, patch));
     $("patches").append(button);
     return button;
@@ -359,7 +316,7 @@ function setupPage(model) {
     const { result, input, layer, head, patch } = state;
     const where = `layer ${layer + 1}, ${headLabel(head)}`;
     const clsRow = result ? attentionRow(result.attention, config, layer, head, CLS).slice(1) : null;
-    drawHeat($("attention-view"), input, config, clsRow, patch);
+    drawHeat($("attention-view"), input, config, clsRow, patch, { knocked: [...state.knockout, ...state.blank] });
     $("attention-caption").textContent = `The class token's attention to each patch: ${where}.`;
     drawHeat($("rollout-view"), input, config, result ? rollout(result.attention, config) : null);
     patchButtons.forEach((button, p) => {
@@ -368,6 +325,64 @@ function setupPage(model) {
       button.setAttribute("aria-pressed", String(p === patch));
     });
     renderInspector();
+    renderMechanism();
+    renderKnockout();
+  }
+
+  /** The weight taken apart, the lesson and the head view, for the chosen layer, head and patch. */
+  function renderMechanism() {
+    const { result } = state;
+    for (const id of ["weight", "lesson", "heads"]) $(`${id}-panel`).hidden = !result;
+    $("mechanism-hint").hidden = Boolean(result);
+    const sel = selection();
+    renderHeads(headCells, result, state.input, config, sel, names);
+    if (!result) return;
+    const pickKey = (token) => ((state.key = token), renderMechanism());
+    renderWeight(result, config, sel, names, pickKey);
+    renderLesson(result, config, sel, names);
+  }
+
+  /** {layer, head, query, key} (tokens; head 1 while the table shows the mean), and the knocked patches. */
+  function selection() {
+    const head = state.head === MEAN ? 0 : state.head;
+    const query = state.patch === null ? CLS : state.patch + 1;
+    const knocked = [...state.knockout, ...state.blank];
+    if (!state.result) return { layer: state.layer, head, query, key: CLS, knocked };
+    const weights = Array.from(row(state.result.attention, config, state.layer, head, query));
+    const key = state.key ?? weights.indexOf(Math.max(...weights));
+    return { layer: state.layer, head, query, key, knocked };
+  }
+
+  /** Classify the input as it is and with the knock-outs; the page shows the second. */
+  function classifyInput() {
+    state.clean = model.run(state.input);
+    const knocks = { knockout: state.knockout, blank: state.blank };
+    state.result = state.knockout.length || state.blank.length ? classifyWith(model, state.input, knocks) : state.clean;
+  }
+
+  const answerText = (r) => (r.digit === null ? NOT_A_DIGIT : config.labels[r.digit]) + ` (${percent(r.confidence)} sure)`;
+  function renderKnockout() {
+    const named = (patches) => (patches.length ? patches.map(names.patch).join(", ") : "none");
+    $("knock").disabled = state.patch === null || !state.result;
+    $("restore").disabled = !(state.knockout.length || state.blank.length);
+    $("knockout-summary").textContent = state.result
+      ? `Knocked out as keys: ${named(state.knockout)}. Pixels blanked: ${named(state.blank)}. ` +
+        `Before: ${answerText(state.clean)}. After: ${answerText(state.result)}.`
+      : "";
+  }
+  $("knock").addEventListener("click", () => {
+    const mode = document.querySelector("input[name='knockout-mode']:checked").value;
+    const list = mode === "pixels" ? state.blank : state.knockout;
+    if (state.patch !== null && !list.includes(state.patch)) list.push(state.patch);
+    update();
+  });
+  $("restore").addEventListener("click", () => ((state.knockout = []), (state.blank = []), update()));
+
+  /** Classify again (the knock-outs changed) and redraw everything. */
+  function update() {
+    if (state.input) classifyInput();
+    renderPrediction();
+    renderAttention();
   }
 
   function renderInspector() {
@@ -413,14 +428,13 @@ function setupPage(model) {
         const start = performance.now();
         state.input = preprocess(pad.pixels(), $("pad").width, $("pad").height);
         state.preprocessMs = performance.now() - start;
-        state.result = model.run(state.input);
+        classifyInput();
         state.times = [...state.times, state.result.ms].slice(-TIMES_KEPT);
       } catch (error) {
         if (!(error instanceof NoDigitError)) throw error;
-        state.input = state.result = null; // a dot or a speck so far: renderPrediction says so
+        state.input = state.result = state.clean = null; // a dot or a speck so far: renderPrediction says so
       }
-      renderPrediction();
-      renderAttention();
+      update();
     });
   }
 
@@ -428,9 +442,8 @@ function setupPage(model) {
   $("clear").addEventListener("click", () => {
     pad.clear();
     state.inked = false;
-    state.input = state.result = null;
-    renderPrediction();
-    renderAttention();
+    state.input = state.result = state.clean = null;
+    update();
   });
   $("model-info").textContent =
     `${config.depth} layers \u00d7 ${config.heads} heads, ${config.tokens} tokens ` +
@@ -438,8 +451,7 @@ function setupPage(model) {
     `+ the class token), ` +
     `${config.scheme} weights, ${Math.round(config.wasm_bytes / 1024)} KiB of WebAssembly` +
     (config.temperature ? `; probabilities calibrated with temperature ${config.temperature.toPrecision(4)}` : "");
-  renderPrediction();
-  renderAttention();
+  update();
   return { lastInput: () => (state.input ? Array.from(state.input) : null) };
 }
 
@@ -456,12 +468,27 @@ ready.catch((error) => ($("status").textContent = `The model could not be loaded
 window.edgevit = {
   /** Resolves when the model is loaded and the page is set up. */
   ready,
-  /** 784 MNIST-style values (0-255, white on black) -> {digit (null: not a digit), confidence, probs,
-   * attention[layer][head][query][key], ms}: what `edgevit-classify --json` reports. */
-  classify(pixels) {
+  /** 784 MNIST-style values (0-255, white on black) and options {knockout: patches (0-15, row-major)
+   * removed as keys in every layer and head, blank: patches whose pixels are set to 0} -> {digit (null:
+   * not a digit), confidence, probs, attention[layer][head][query][key], query, key and value
+   * [layer][head][token][d], scores[layer][head][query][key] (q.k/sqrt(d), -Infinity where knocked
+   * out), ms}: what `edgevit-classify --json` reports, and the numbers behind the attention. */
+  classify(pixels, options = {}) {
     if (!model) throw new Error("the model is not loaded yet: await window.edgevit.ready");
-    const { digit, confidence, probs, attention, ms } = model.run(pixels);
-    return { digit, confidence, probs: Array.from(probs), attention: nest(attention, model.config), ms };
+    const r = classifyWith(model, pixels, options);
+    const { depth, heads, tokens, head_dim: d } = model.config;
+    const [vectors, squares] = [[depth, heads, tokens, d], [depth, heads, tokens, tokens]];
+    return {
+      digit: r.digit,
+      confidence: r.confidence,
+      probs: Array.from(r.probs),
+      attention: nest(r.attention, squares),
+      query: nest(r.query, vectors),
+      key: nest(r.key, vectors),
+      value: nest(r.value, vectors),
+      scores: nest(r.scores, squares),
+      ms: r.ms,
+    };
   },
   /** The 784 values the model last saw from the pad (null before a digit was drawn). */
   lastInput: () => (page ? page.lastInput() : null),
