@@ -46,6 +46,7 @@ def check_measured(r: dict, effort: bench.Effort) -> None:
 
 
 # --- whole runs ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_quick_bench_writes_a_table_and_json_rows(tmp_path):
     """The smoke run of `make`'s README and CI, with whichever peers this venv has."""
     out = tmp_path / "bench.json"

@@ -24,6 +24,7 @@ def state(trainer):
     return tensors
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses_and_resume_continues_exactly(mnist, tmp_path):
     settings = TrainSettings(epochs=2, batch_size=16, limit=96, seed=7, ema=0.9)  # the average is state too
     uninterrupted = Trainer(TINY, settings, mnist)

@@ -137,6 +137,7 @@ def test_export_compiles_for_64_bit_arm(exported, tmp_path):
         assert (tmp_path / "model.o").read_bytes()[18] == 183  # ELF e_machine = EM_AARCH64
 
 
+@pytest.mark.slow
 def test_w8a8_export_agrees_on_every_prediction(mnist, tmp_path):
     """w8a8 rounds activations to int8, so float noise near a rounding boundary moves single
     integers: the predictions must agree; probabilities differ by up to about 1e-3."""
@@ -169,6 +170,7 @@ def test_c_runtime_is_built_once_cached_and_checked(mnist, tmp_path, tinygrad_re
         Classifier(INT8, runtime="c", device="CPU")
 
 
+@pytest.mark.slow
 def test_big_batches_run_through_the_batch_library_with_the_same_answers(mnist, tmp_path, tinygrad_reference):
     images = mnist.test.images[:40].astype(np.float32)  # at least PARALLEL_MIN: whole BATCHes, then the rest
     clf = Classifier(SHIPPED, cache_dir=tmp_path, runtime="c", beam=0)
@@ -264,6 +266,7 @@ def test_generated_c_reads_like_a_program(exported):
     assert stack == result.stack_bytes and 0 < stack < 4096
 
 
+@pytest.mark.slow
 def test_export_without_attention_saves_its_ram_and_still_classifies(tiny_weights, mnist, tmp_path):
     full = export.export(tiny_weights, tmp_path / "full")
     lean = export.export(tiny_weights, tmp_path / "lean", attention=False)

@@ -183,6 +183,7 @@ def test_one_writer_per_output_and_a_dead_writers_lock_is_taken_over(tmp_path):
     assert not lock.path.exists()
 
 
+@pytest.mark.slow
 def test_a_diverging_run_and_an_empty_test_split_are_refused_and_write_nothing(tmp_path):
     write_dataset(tmp_path / "data", n_train=64, n_test=32)
     out = tmp_path / "w.safetensors"

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import ROOT
 from tinygrad import Tensor
 
@@ -34,6 +35,7 @@ def test_the_supported_version_is_the_installed_one():
     assert t.tolist() == [1.0, 7.0, 3.0]
 
 
+@pytest.mark.slow
 def test_another_tinygrad_classifies_through_the_public_path_and_refuses_the_c_export(tiny_weights, tmp_path, mnist):
     np.save(tmp_path / "images.npy", mnist.test.images[:5].astype(np.float32))
     code = f"""
@@ -65,6 +67,7 @@ except EdgeViTError as e:
     np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_command_line_says_it_in_one_line_and_still_answers(tiny_weights, tmp_path):
     code = f"""
 import sys

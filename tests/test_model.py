@@ -75,6 +75,7 @@ def test_forward_shapes_and_attention_rows_sum_to_one():
     np.testing.assert_allclose(model(Tensor.zeros(2, 1, 28, 28)).numpy()[0], model(Tensor.zeros(2, 1, 28, 28)).numpy()[1])
 
 
+@pytest.mark.slow
 def test_gradients_reach_every_parameter():
     model = ViT(ViTConfig(dim=16, depth=2, heads=2, mlp_dim=32, dropout=0.1))
     params = get_state_dict(model)

@@ -19,6 +19,7 @@ def test_lr_warms_up_then_decays_to_the_floor():
     assert lrs[55] == pytest.approx((1e-3 + 1e-5) / 2) and lrs[100] == pytest.approx(1e-5)
 
 
+@pytest.mark.slow
 def test_a_few_steps_on_a_small_subset_lower_the_loss(mnist):
     settings = TrainSettings(epochs=15, batch_size=32, limit=64, lr=3e-3, augment=False, warmup_epochs=1)
     trainer = Trainer(ViTConfig(dim=16, depth=1, heads=2, mlp_dim=32), settings, mnist)
