@@ -6,6 +6,10 @@ times slower than the CPU backend for this model. So with no `--device`, EdgeViT
 that work here, times the job at hand on each (the caller says how: a batch-1 forward, a training
 step) and remembers the winner with its measurements and a fingerprint of the survey. The memo is
 reused while the survey is the same; a backend that disappears or appears makes a new choice.
+
+Two usable backends are never chosen by themselves: the Python emulator, and WEBGPU where its adapter
+is a CPU emulation (Mesa's llvmpipe, SwiftShader: a GPU's shaders run on the same cores the CPU
+backend uses, with a GPU API's overhead on top). `--device` still runs on either.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Protocol
@@ -32,10 +36,20 @@ INSTALL_HINT = (
 EMULATOR = "PYTHON"  # computes correctly, about a thousand times slower: listed, never chosen by itself
 MEMO = "backends.json"
 MAX_REASON = 100  # characters of a backend's error shown as the reason it is not usable
+CPU_EMULATION = "a CPU emulation of a GPU, slower than the CPU backend"  # why such a WEBGPU is not chosen
+DAWN_HINT = "Dawn's WebGPU library is not installed: pip install 'edgevit[webgpu]'"
+# Dawn falls back to its Null backend when it finds no driver: it opens, and computes nothing
+NULL_ADAPTER = "Dawn found no GPU driver, only its Null backend (Debian: sudo apt-get install -y mesa-vulkan-drivers)"
 # what makes a backend appear or disappear without tinygrad changing: driver environment variables...
-STEERING_VARIABLES = ("DEV", "OCL_ICD_VENDORS", "OPENCL_VENDOR_PATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES")
-# ...and device files and installed OpenCL drivers (GPUs, AMD's KFD, Qualcomm's KGSL, ICD files)
-DEVICE_FILES = ("/dev/nvidia*", "/dev/kfd", "/dev/dri/renderD*", "/dev/kgsl-3d0", "/etc/OpenCL/vendors/*.icd")
+STEERING_VARIABLES = (
+    *("DEV", "OCL_ICD_VENDORS", "OPENCL_VENDOR_PATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES"),
+    *("WEBGPU_BACKEND", "VK_ICD_FILENAMES", "VK_DRIVER_FILES"),  # which adapter Dawn picks
+)
+# ...and device files and installed drivers (GPUs, AMD's KFD, Qualcomm's KGSL, OpenCL and Vulkan ICD files)
+DEVICE_FILES = (
+    *("/dev/nvidia*", "/dev/kfd", "/dev/dri/renderD*", "/dev/kgsl-3d0", "/etc/OpenCL/vendors/*.icd"),
+    *("/usr/share/vulkan/icd.d/*.json", "/etc/vulkan/icd.d/*.json"),
+)
 
 
 def usable_cores() -> int:
@@ -59,15 +73,16 @@ class Backend:
     problem: str | None  # why it is not usable here; None when it is
     ms: float | None = None  # the measured job, when it was measured
     chosen: bool = False
+    adapter: str | None = None  # the hardware under it, where the backend says (WEBGPU's adapter)
+    excluded: str | None = None  # why it is usable but never chosen automatically
 
     def describe(self, job: str) -> str:
-        """One line: the name first, then whether it is usable (or why not), its time, and `chosen`."""
+        """One line: the name first, then whether it is usable (on what, or why not), its time, and `chosen`."""
         if self.problem is not None:
             state = f"not usable: {self.problem}"
-        elif self.name == EMULATOR:
-            state = "usable (the Python emulator: never chosen automatically)"
         else:
-            state = "usable"
+            state = "usable" + (f" on {self.adapter}" if self.adapter else "")
+            state += f" ({self.excluded}: never chosen automatically)" if self.excluded else ""
         timing = f"  {job} {self.ms:.3f} ms" if self.ms is not None else ""
         return f"{self.name:<8}{state}{timing}{'  chosen' if self.chosen else ''}"
 
@@ -80,6 +95,8 @@ def _reason(e: Exception) -> str:
 def problem(device: str) -> str | None:
     """Why `device` cannot compute here (one line), or None when it computes a tiny sum correctly."""
     internals.ensure_private_compile_cache()  # this may be the process's first compile
+    if (why := opening_problem(device)) is not None:  # says why where computing would only say "wrong results"
+        return why
     try:
         # as the default while it is checked: otherwise tinygrad opens every backend to find its own default
         with Context(DEV=device):
@@ -95,23 +112,39 @@ def opening_problem(device: str) -> str | None:
     (a backend that opens but cannot compute fails its measurement instead)."""
     try:
         Device[device]
-        return None
     except Exception as e:  # a missing driver, library or device file: not usable here
+        if device.upper().startswith("WEBGPU") and "failed to load library" in str(e) and internals.dawn_library() is None:
+            return DAWN_HINT
         return _reason(e)
+    adapter = internals.adapter(device)
+    return NULL_ADAPTER if adapter is not None and adapter.backend == "Null" else None
 
 
 def works(device: str) -> bool:
     return problem(device) is None
 
 
+def surveyed(name: str) -> Backend:
+    """`name` as a survey finds it: why it is not usable here (None when it is), its adapter, and why
+    it is never chosen by itself (the emulator, a CPU-emulated WebGPU). The emulator is not tried: it
+    works everywhere, and trying it costs more than classifying an image."""
+    if name == EMULATOR:
+        return Backend(name, None, excluded="the Python emulator")
+    if (why := opening_problem(name)) is not None:
+        return Backend(name, why)
+    adapter = internals.adapter(name)
+    emulated = adapter is not None and adapter.kind == "CPU"
+    return Backend(name, None, adapter=str(adapter) if adapter else None, excluded=CPU_EMULATION if emulated else None)
+
+
 def survey() -> list[Backend]:
-    """Every backend tinygrad knows, each with why it is not usable here (None when it is). The
-    emulator is not tried: it works everywhere, and trying it costs more than classifying an image."""
-    return [Backend(name, None if name == EMULATOR else opening_problem(name)) for name in internals.known_backends()]
+    """Every backend tinygrad knows, as `surveyed` finds it."""
+    return [surveyed(name) for name in internals.known_backends()]
 
 
 def candidates(backends: list[Backend]) -> list[str]:
-    return [b.name for b in backends if b.problem is None and b.name != EMULATOR]
+    """The backends an automatic choice picks between."""
+    return [b.name for b in backends if b.problem is None and b.excluded is None]
 
 
 def fingerprint() -> str:
@@ -189,10 +222,10 @@ def measured(job: str, measure: Callable[[str], float], memo: Memo) -> list[Back
     timings = _recall(memo, key, job)
     if timings is None or set(timings) - set(usable) or not set(timings):
         timings, failed = _measure_all(usable, job, measure)
-        backends = [Backend(b.name, failed.get(b.name, b.problem)) for b in backends]
+        backends = [replace(b, problem=failed.get(b.name, b.problem)) for b in backends]
         _remember(memo, key, job, timings)
     best = _fastest(timings)
-    return [Backend(b.name, b.problem, timings.get(b.name), b.name == best) for b in backends]
+    return [replace(b, ms=timings.get(b.name), chosen=b.name == best) for b in backends]
 
 
 def _measure_all(usable: list[str], job: str, measure: Callable[[str], float]) -> tuple[dict, dict]:
@@ -230,7 +263,7 @@ def choose_device(name: str | None, job: str, measure: Callable[[str], float], m
     if name:
         return select_device(name)
     timings = _recall(memo, fingerprint(), job)
-    if timings is not None and opening_problem(remembered := _fastest(timings)) is None:
+    if timings is not None and candidates([surveyed(remembered := _fastest(timings))]):
         return make_default(remembered)
     chosen = next(b.name for b in measured(job, measure, memo) if b.chosen)
     return make_default(chosen)

@@ -8,7 +8,8 @@ A few features need tinygrad's private structures, which change between releases
 - zero-copy input and output reads the CPU allocator's memory;
 - the C export renders kernels with a portable C renderer and takes the captured graph apart;
 - exact training resume reads and restores the random-number counters;
-- choosing a backend lists the backends tinygrad knows and makes one the default;
+- choosing a backend lists the backends tinygrad knows and makes one the default, points tinygrad's
+  WEBGPU backend at dawn-python's Dawn library and asks Dawn which adapter it runs on;
 - tinygrad's compile cache (an sqlite file of pickled kernels and search results) is moved into
   EdgeViT's private cache directory, or turned off.
 
@@ -22,14 +23,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import itertools
 import multiprocessing.pool
 import os
+import platform
 import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import numpy as np
@@ -123,6 +127,86 @@ def make_default(device: str) -> None:
         import tinygrad.helpers
 
         tinygrad.helpers.DEV.value = device
+
+
+# --- WebGPU (Dawn) --------------------------------------------------------------------------------
+# dawn-python (import name pydawn) ships one Dawn library per platform, named per machine
+# (libwebgpu_dawn_x86_64.so): tinygrad looks for a plain libwebgpu_dawn.so in system folders, so
+# without WEBGPU_PATH it does not find this one
+DAWN_LIBRARIES = {
+    "Linux": "libwebgpu_dawn_{machine}.so",
+    "Darwin": "libwebgpu_dawn_{machine}.dylib",
+    "Windows": "libwebgpu_dawn.dll",
+}
+ADAPTER_KINDS = {1: "discrete GPU", 2: "integrated GPU", 3: "CPU"}  # WGPUAdapterType; anything else is "unknown"
+
+
+def dawn_library() -> str | None:
+    """The Dawn library dawn-python installed for this platform, or None. Found without importing
+    pydawn: its import loads the library (and opens a Dawn instance of its own)."""
+    try:
+        spec = importlib.util.find_spec("pydawn")
+    except (ImportError, ValueError):
+        return None
+    pattern = DAWN_LIBRARIES.get(platform.system())
+    if spec is None or not spec.submodule_search_locations or pattern is None:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "lib" / pattern.format(machine=platform.machine())
+    return str(path) if path.is_file() else None
+
+
+def prepare_webgpu() -> None:
+    """Set WEBGPU_PATH to dawn-python's library unless the user set it. tinygrad reads it once, when
+    the WEBGPU backend is first opened: this runs when EdgeViT is imported, before that can happen.
+
+    Then, without a desktop session (no XDG_RUNTIME_DIR), turn off Mesa's Vulkan device-select layer
+    unless the user steers it: it asks the Wayland compositor which GPU drives the display, and
+    without one libwayland writes "error: XDG_RUNTIME_DIR is invalid" to stderr on every open.
+    Dawn picks its adapter by its own preference (high performance), so the order it changes is moot.
+    """
+    if not os.environ.get("WEBGPU_PATH") and (path := dawn_library()) is not None:
+        os.environ["WEBGPU_PATH"] = path
+    steered = any(k in os.environ for k in ("NODEVICE_SELECT", "MESA_VK_DEVICE_SELECT", "DRI_PRIME"))
+    if os.environ.get("WEBGPU_PATH") and not os.environ.get("XDG_RUNTIME_DIR") and not steered:
+        os.environ["NODEVICE_SELECT"] = "1"
+
+
+prepare_webgpu()
+
+
+class Adapter(NamedTuple):
+    """The hardware a WebGPU device runs on, as Dawn reports it."""
+
+    name: str  # the driver's name for it: "llvmpipe (LLVM 15.0.6, 256 bits)", "NVIDIA GeForce RTX 3060"
+    vendor: str  # "mesa", "nvidia"; may be empty
+    backend: str  # the native API under Dawn: Vulkan, Metal, D3D12, OpenGLES... or Null (no driver at all)
+    kind: str  # "discrete GPU", "integrated GPU", "CPU" (an emulation: llvmpipe, SwiftShader) or "unknown"
+
+    def __str__(self) -> str:
+        vendor = f"{self.vendor} " if self.vendor and self.vendor.lower() not in self.name.lower() else ""
+        return f"{vendor}{self.name} ({self.backend}, {self.kind})"
+
+
+def adapter(device: str) -> Adapter | None:
+    """The adapter an opened WEBGPU device runs on; None for other backends, or where this tinygrad's
+    WEBGPU device does not say. `device` must already open."""
+    if not AVAILABLE or not device.upper().startswith("WEBGPU"):
+        return None
+    try:
+        from tinygrad.runtime.autogen import webgpu
+        from tinygrad.runtime.ops_webgpu import from_wgpu_str
+
+        info = webgpu.WGPUAdapterInfo()
+        if webgpu.wgpuDeviceGetAdapterInfo(Device[device].device_res, info) != webgpu.WGPUStatus_Success:
+            return None
+        try:
+            backend = webgpu.enum_WGPUBackendType.get(info.backendType, "unknown").removeprefix("WGPUBackendType_")
+            kind = ADAPTER_KINDS.get(info.adapterType, "unknown")
+            return Adapter(from_wgpu_str(info.device), from_wgpu_str(info.vendor), backend, kind)
+        finally:
+            webgpu.wgpuAdapterInfoFreeMembers(info)
+    except (ImportError, AttributeError, TypeError, UnicodeDecodeError):  # another WEBGPU runtime: it does not say
+        return None
 
 
 # --- tinygrad's compile cache ---------------------------------------------------------------------

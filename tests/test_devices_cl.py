@@ -4,11 +4,11 @@ OpenCL loader reads OCL_ICD_VENDORS), so nothing else on the machine starts usin
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from backend_runs import TRAIN, assert_same_answers, output
+from backend_runs import python as run_python
 from conftest import ROOT, SHIPPED, run_module
 
 from edgevit.quantize import quantize_file
@@ -38,28 +38,10 @@ clf = Classifier(sys.argv[1], cache_dir=None, device=sys.argv[2])
 images = load_dataset().test.images[: int(sys.argv[3])].astype(np.float32)
 print(json.dumps({"device": clf.device, "probs": clf.predict(images).probs.tolist()}))
 """
-TRAIN = """
-import json, sys
-from edgevit.data import load_dataset
-from edgevit.device import select_device
-from edgevit.model import ViTConfig
-from edgevit.training.trainer import StepReport, Trainer, TrainSettings
-select_device(sys.argv[1])
-settings = TrainSettings(epochs=1, batch_size=32, limit=32 * int(sys.argv[2]), augment=False)
-trainer = Trainer(ViTConfig(dim=32, depth=2, heads=4, mlp_dim=64), settings, load_dataset())
-print(json.dumps([e.step_loss for e in trainer.run() if isinstance(e, StepReport)]))
-"""
 
 
-def python(code: str, *args, env=WITH_POCL) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900
-    )
-
-
-def output(done: subprocess.CompletedProcess):
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
+def python(code: str, *args, env=None):
+    return run_python(code, *args, env=env or WITH_POCL)
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +65,7 @@ def test_pocl_is_installed_for_these_tests_only():
 def test_every_scheme_classifies_the_same_on_opencl(schemes, scheme):
     cpu, cl = (output(python(CLASSIFY, schemes[scheme], device, IMAGES)) for device in ("CPU", "CL"))
     assert cl["device"] == "CL"
-    cpu_probs, cl_probs = np.array(cpu["probs"]), np.array(cl["probs"])
-    np.testing.assert_array_equal(cl_probs.argmax(1), cpu_probs.argmax(1))
-    np.testing.assert_allclose(cl_probs, cpu_probs, atol=PROB_ATOL[scheme])
+    assert_same_answers(cpu["probs"], cl["probs"], PROB_ATOL[scheme])
 
 
 def test_training_steps_on_opencl_give_the_cpu_losses():

@@ -356,3 +356,20 @@ def test_the_c_rule_answers_like_python_for_both_reasons(mnist, tmp_path, by):
     np.testing.assert_array_equal(read_answers(lines), answers(probs, reject_rule(path)))
     printed = np.array([float(line.split()[-2]) for line in lines])  # 4 decimals
     np.testing.assert_allclose(printed, [a.confidence for a in said], atol=5e-5 + 1e-6)
+
+
+def test_the_library_is_tuned_with_the_flag_this_compiler_takes_on_each_architecture(tmp_path):
+    """Debian's clang on arm64 (a Raspberry Pi) refuses -march=native: Arm gets -mcpu=native."""
+    from edgevit.export import build
+
+    assert [build.native_flag(m) for m in ("x86_64", "AMD64", "aarch64", "arm64", "armv7l")] == [
+        "-march=native",
+        "-march=native",
+        "-mcpu=native",
+        "-mcpu=native",
+        "-mcpu=native",
+    ]
+    source = tmp_path / "one.c"
+    source.write_text("float one(float x) { return x + 1.0f; }\n")
+    build.compile_library(source, tmp_path / "libone.so")  # this machine's compiler takes this machine's flag
+    assert (tmp_path / "libone.so").stat().st_size > 0

@@ -3,7 +3,8 @@
 # .venv with edgevit[dev]. Re-running is cheap: the pip step only runs when pyproject.toml changed.
 #   tools/setup.sh            what `make demo` and `make test` need
 #   tools/setup.sh browser    also Debian's chromium and chromium-driver (make test-browser)
-#   tools/setup.sh devices    also OpenCL on the CPU (pocl), the 64-bit ARM cross compiler and QEMU user
+#   tools/setup.sh devices    also OpenCL on the CPU (pocl), Vulkan on the CPU (Mesa's llvmpipe) and the
+#                             [webgpu] extra (Dawn) for WebGPU, the 64-bit ARM cross compiler and QEMU user
 #                             mode, and the Cortex-M toolchain and QEMU system emulator (make test-devices)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,6 +89,12 @@ if [ "$EXTRA" = devices ]; then
       as_root rm -f /etc/OpenCL/vendors/pocl.icd || say "warning: remove /etc/OpenCL/vendors/pocl.icd as root to hide pocl again"
     fi
   fi
+  # WebGPU (Dawn) needs a Vulkan driver: Mesa's llvmpipe runs it on the CPU. Left installed system-wide:
+  # nothing uses Vulkan by itself, and EdgeViT never chooses a CPU-emulated WebGPU on its own
+  if ! compgen -G "/usr/share/vulkan/icd.d/lvp_icd.*.json" >/dev/null; then
+    say "installing Mesa's Vulkan drivers (the WebGPU tests run on llvmpipe, Vulkan on the CPU)"
+    apt_install mesa-vulkan-drivers || die "the WebGPU tests need: sudo apt-get install -y mesa-vulkan-drivers"
+  fi
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -104,5 +111,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   say "installing edgevit and its dependencies into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
+fi
+
+# the WebGPU tests' Dawn library: the [webgpu] extra, installed once (the stamp above covers [dev] only)
+if [ "$EXTRA" = devices ] && ! "$VENV/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("pydawn") is None)'; then
+  say "installing the [webgpu] extra (Dawn, for tinygrad's WEBGPU backend) into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev,webgpu]'
 fi
 

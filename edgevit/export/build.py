@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -12,11 +13,20 @@ from pathlib import Path
 from edgevit.errors import EdgeViTError
 
 # the library is built for this machine from kernels BEAM-searched on it; BEAM times candidates as
-# tinygrad compiles them (clang -O2 -march=native -fno-math-errno), so the library is built the same
-# way. Measured per image (fp32): 313 us untuned, 162 us with BEAM=2 and -march=native, and about
-# 3% less with -fno-math-errno (the model never reads errno).
-LIBRARY_CFLAGS = ("-std=c99", "-O2", "-march=native", "-fno-math-errno", "-fPIC", "-shared")
+# tinygrad compiles them (clang -O2 for this CPU, -fno-math-errno), so the library is built the same
+# way. Measured per image (fp32, x86-64): 313 us untuned, 162 us with BEAM=2 and -march=native, and
+# about 3% less with -fno-math-errno (the model never reads errno).
+LIBRARY_CFLAGS = ("-std=c99", "-O2", "-fno-math-errno", "-fPIC", "-shared")
 STACK_CFLAGS = ("-std=c99", "-O2", "-fstack-usage", "-c")
+# Arm compilers tune for the CPU they run on with -mcpu=native: Debian's clang on arm64 (a Raspberry
+# Pi) refuses -march=native outright
+ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l")
+
+
+def native_flag(machine: str | None = None) -> str:
+    """The flag that tunes C for this machine's CPU (its vector and dot-product instructions)."""
+    machine = (machine or platform.machine()).lower()
+    return "-mcpu=native" if machine in ARM_MACHINES else "-march=native"
 
 
 def find_compiler() -> str:
@@ -36,7 +46,7 @@ def run_compiler(cmd: list[str]) -> None:
 
 def compile_library(source: Path, target: Path) -> None:
     """`source` (an exported edgevit_model.c) -> the shared library `target`, tuned for this CPU."""
-    run_compiler([*find_compiler().split(), *LIBRARY_CFLAGS, "-o", str(target), str(source), "-lm"])
+    run_compiler([*find_compiler().split(), *LIBRARY_CFLAGS, native_flag(), "-o", str(target), str(source), "-lm"])
 
 
 def stack_bytes(source: Path) -> int | None:
