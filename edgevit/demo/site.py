@@ -22,7 +22,17 @@ from edgevit.export.wasm import build_wasm
 from edgevit.weights import ModelFile, model_file
 
 SOURCES = resources.files("edgevit.demo") / "site"
-STATIC_FILES = ("index.html", "explorer.js", "draw.js", "heads.js", "headview.js", "lesson.js", "preprocess.js", "style.css")
+STATIC_FILES = (
+    "index.html",
+    "explorer.js",
+    "draw.js",
+    "heads.js",
+    "headview.js",
+    "knockout.js",
+    "lesson.js",
+    "preprocess.js",
+    "style.css",
+)
 WASM_NAME = "edgevit.wasm"
 CONFIG_NAME = "model.json"
 MARKER, MARKER_TEXT = ".edgevit-site", "a site written by edgevit-demo; it replaces this folder when asked to\n"

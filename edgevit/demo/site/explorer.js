@@ -9,6 +9,7 @@
 import { $, drawHeat, el } from "./draw.js";
 import { CLS, nest, row } from "./heads.js";
 import { renderHeads, setupHeads } from "./headview.js";
+import { classifyInput, classifyWith, renderKnockout, setupKnockout } from "./knockout.js";
 import { renderLesson, renderWeight } from "./lesson.js";
 import { NoDigitError, preprocess } from "./preprocess.js";
 
@@ -87,26 +88,6 @@ async function loadModel() {
   return { config, run };
 }
 
-/** The input with the given patches' pixels set to the background (0: MNIST is white on black). */
-function blankPatches(pixels, patches, config) {
-  const out = Float32Array.from(pixels);
-  const [size, side] = [config.image_size, config.patch_size];
-  for (const p of patches) {
-    const [top, left] = [Math.floor(p / config.grid) * side, (p % config.grid) * side];
-    for (let y = top; y < top + side; y++) out.fill(0, y * size + left, y * size + left + side);
-  }
-  return out;
-}
-
-/** One run with knock-outs: {knockout: patches removed as keys, blank: patches whose pixels are blanked}. */
-function classifyWith(model, pixels, { knockout = [], blank = [] } = {}) {
-  const patches = model.config.tokens - 1;
-  for (const p of blank) {
-    if (!Number.isInteger(p) || p < 0 || p >= patches) throw new RangeError(`blank: ${p} is not a patch 0-${patches - 1}`);
-  }
-  return model.run(blank.length ? blankPatches(pixels, blank, model.config) : pixels, knockout);
-}
-
 // --- attention maths (the same as edgevit/attention.py) -----------------------------------------
 /** One query token's attention over all tokens, for one head or the mean over heads. */
 function attentionRow(attention, config, layer, head, query) {
@@ -135,6 +116,18 @@ function rollout(attention, config) {
     flow = mixed.map((row) => flow[0].map((_, j) => row.reduce((sum, m, k) => sum + m * flow[k][j], 0)));
   }
   return flow[CLS].slice(1);
+}
+
+/** The weight the page takes apart: {layer, head, query, key} (tokens; head 1 while the table shows
+ * the mean over heads; the query's strongest key until one is picked), and the knocked-out patches. */
+function selection(state, config) {
+  const head = state.head === MEAN ? 0 : state.head;
+  const query = state.patch === null ? CLS : state.patch + 1;
+  const knocked = [...state.knockout, ...state.blank];
+  if (!state.result) return { layer: state.layer, head, query, key: CLS, knocked };
+  const weights = Array.from(row(state.result.attention, config, state.layer, head, query));
+  const key = state.key ?? weights.indexOf(Math.max(...weights));
+  return { layer: state.layer, head, query, key, knocked };
 }
 
 // --- names -------------------------------------------------------------------------------------
@@ -224,6 +217,61 @@ function explainQKV(row, patch, layer, head, config) {
   ];
 }
 
+/** Section 4: the chosen patch's row of the attention table, as a map, as numbers and in words. */
+function renderInspector(state, config) {
+  const { result, input, layer, head, patch } = state;
+  const ready = result && patch !== null;
+  $("inspector").hidden = !ready;
+  $("inspector-hint").hidden = ready;
+  if (!ready) return;
+  const name = patchName(patch, config.grid);
+  const row = attentionRow(result.attention, config, layer, head, patch + 1);
+  const mean = attentionRow(result.attention, config, layer, MEAN, patch + 1);
+  drawHeat($("patch-view"), input, config, row.slice(1), patch);
+  $("patch-caption").textContent =
+    `Patch ${name}'s attention to each patch (layer ${layer + 1}, ${headLabel(head)}); ` +
+    `to the class token: ${row[CLS].toFixed(3)}.`;
+  // the table: this head's weights and, beside them, the mean over heads
+  const columns = head === MEAN ? [["Mean over heads", mean]] : [[`Head ${head + 1}`, row], ["Mean over heads", mean]];
+  $("patch-table-caption").textContent = `How much patch ${name} attends to each token, layer ${layer + 1}`;
+  const headings = ["Token", ...columns.map(([title]) => title)].map((title) => el("th", { scope: "col" }, title));
+  $("patch-table-head").replaceChildren(el("tr", {}, ...headings));
+  $("patch-table-body").replaceChildren(
+    ...row.map((_, token) =>
+      el(
+        "tr",
+        { "data-token": tokenName(token, config.grid), class: token === patch + 1 ? "self" : "" },
+        el("th", { scope: "row" }, tokenName(token, config.grid)),
+        ...columns.map(([, values]) => el("td", { "data-value": values[token] }, values[token].toFixed(3))),
+      ),
+    ),
+  );
+  $("qkv").replaceChildren(...explainQKV(row, patch, layer, head, config).map((parts) => el("p", {}, ...parts)));
+}
+
+/** Section 2: the answer, the probability bars, the timing and the 28x28 input. */
+function renderPrediction(state, config, bars) {
+  const { result } = state;
+  $("prediction").textContent = result ? (result.digit === null ? NOT_A_DIGIT : config.labels[result.digit]) : "\u2013";
+  const hint = state.inked ? "(not enough ink for a digit yet)" : "";
+  $("confidence").textContent = result ? `(${percent(result.confidence)} sure)` : hint;
+  // the bar behind the answer: its digit's, or for "not a digit" the model's class for it when it has one
+  const best = result ? (result.digit ?? DIGITS) : -1;
+  bars.forEach((bar, i) => {
+    const p = result ? result.probs[i] : 0;
+    bar.fill.style.width = `${(100 * p).toFixed(1)}%`;
+    bar.value.textContent = result ? percent(p) : "";
+    bar.item.classList.toggle("best", i === best);
+  });
+  const times = [...state.times].sort((a, b) => a - b);
+  $("timing").textContent = result
+    ? `This prediction took ${result.ms.toFixed(2)} ms in WebAssembly ` +
+      `(median ${times[times.length >> 1].toFixed(2)} ms over the last ${times.length}); ` +
+      `turning the drawing into the 28\u00d728 input took ${state.preprocessMs.toFixed(1)} ms in JavaScript.`
+    : "";
+  drawHeat($("input-view"), state.input, config, null);
+}
+
 // --- the page -----------------------------------------------------------------------------------
 function setupPage(model) {
   const { config } = model;
@@ -290,28 +338,6 @@ function setupPage(model) {
     }
   }
 
-  function renderPrediction() {
-    const { result } = state;
-    $("prediction").textContent = result ? (result.digit === null ? NOT_A_DIGIT : config.labels[result.digit]) : "\u2013";
-    const hint = state.inked ? "(not enough ink for a digit yet)" : "";
-    $("confidence").textContent = result ? `(${percent(result.confidence)} sure)` : hint;
-    // the bar behind the answer: its digit's, or for "not a digit" the model's class for it when it has one
-    const best = result ? (result.digit ?? DIGITS) : -1;
-    bars.forEach((bar, i) => {
-      const p = result ? result.probs[i] : 0;
-      bar.fill.style.width = `${(100 * p).toFixed(1)}%`;
-      bar.value.textContent = result ? percent(p) : "";
-      bar.item.classList.toggle("best", i === best);
-    });
-    const times = [...state.times].sort((a, b) => a - b);
-    $("timing").textContent = result
-      ? `This prediction took ${result.ms.toFixed(2)} ms in WebAssembly ` +
-        `(median ${times[times.length >> 1].toFixed(2)} ms over the last ${times.length}); ` +
-        `turning the drawing into the 28\u00d728 input took ${state.preprocessMs.toFixed(1)} ms in JavaScript.`
-      : "";
-    drawHeat($("input-view"), state.input, config, null);
-  }
-
   function renderAttention() {
     const { result, input, layer, head, patch } = state;
     const where = `layer ${layer + 1}, ${headLabel(head)}`;
@@ -324,9 +350,9 @@ function setupPage(model) {
       button.setAttribute("aria-label", `Patch ${patchName(p, config.grid)}${weight}`);
       button.setAttribute("aria-pressed", String(p === patch));
     });
-    renderInspector();
+    renderInspector(state, config);
     renderMechanism();
-    renderKnockout();
+    renderKnockout(state, names, answerText);
   }
 
   /** The weight taken apart, the lesson and the head view, for the chosen layer, head and patch. */
@@ -334,7 +360,7 @@ function setupPage(model) {
     const { result } = state;
     for (const id of ["weight", "lesson", "heads"]) $(`${id}-panel`).hidden = !result;
     $("mechanism-hint").hidden = Boolean(result);
-    const sel = selection();
+    const sel = selection(state, config);
     renderHeads(headCells, result, state.input, config, sel, names);
     if (!result) return;
     const pickKey = (token) => ((state.key = token), renderMechanism());
@@ -342,78 +368,14 @@ function setupPage(model) {
     renderLesson(result, config, sel, names);
   }
 
-  /** {layer, head, query, key} (tokens; head 1 while the table shows the mean), and the knocked patches. */
-  function selection() {
-    const head = state.head === MEAN ? 0 : state.head;
-    const query = state.patch === null ? CLS : state.patch + 1;
-    const knocked = [...state.knockout, ...state.blank];
-    if (!state.result) return { layer: state.layer, head, query, key: CLS, knocked };
-    const weights = Array.from(row(state.result.attention, config, state.layer, head, query));
-    const key = state.key ?? weights.indexOf(Math.max(...weights));
-    return { layer: state.layer, head, query, key, knocked };
-  }
-
-  /** Classify the input as it is and with the knock-outs; the page shows the second. */
-  function classifyInput() {
-    state.clean = model.run(state.input);
-    const knocks = { knockout: state.knockout, blank: state.blank };
-    state.result = state.knockout.length || state.blank.length ? classifyWith(model, state.input, knocks) : state.clean;
-  }
-
   const answerText = (r) => (r.digit === null ? NOT_A_DIGIT : config.labels[r.digit]) + ` (${percent(r.confidence)} sure)`;
-  function renderKnockout() {
-    const named = (patches) => (patches.length ? patches.map(names.patch).join(", ") : "none");
-    $("knock").disabled = state.patch === null || !state.result;
-    $("restore").disabled = !(state.knockout.length || state.blank.length);
-    $("knockout-summary").textContent = state.result
-      ? `Knocked out as keys: ${named(state.knockout)}. Pixels blanked: ${named(state.blank)}. ` +
-        `Before: ${answerText(state.clean)}. After: ${answerText(state.result)}.`
-      : "";
-  }
-  $("knock").addEventListener("click", () => {
-    const mode = document.querySelector("input[name='knockout-mode']:checked").value;
-    const list = mode === "pixels" ? state.blank : state.knockout;
-    if (state.patch !== null && !list.includes(state.patch)) list.push(state.patch);
-    update();
-  });
-  $("restore").addEventListener("click", () => ((state.knockout = []), (state.blank = []), update()));
+  setupKnockout(state, update);
 
   /** Classify again (the knock-outs changed) and redraw everything. */
   function update() {
-    if (state.input) classifyInput();
-    renderPrediction();
+    if (state.input) classifyInput(model, state);
+    renderPrediction(state, config, bars);
     renderAttention();
-  }
-
-  function renderInspector() {
-    const { result, input, layer, head, patch } = state;
-    const ready = result && patch !== null;
-    $("inspector").hidden = !ready;
-    $("inspector-hint").hidden = ready;
-    if (!ready) return;
-    const name = patchName(patch, config.grid);
-    const row = attentionRow(result.attention, config, layer, head, patch + 1);
-    const mean = attentionRow(result.attention, config, layer, MEAN, patch + 1);
-    drawHeat($("patch-view"), input, config, row.slice(1), patch);
-    $("patch-caption").textContent =
-      `Patch ${name}'s attention to each patch (layer ${layer + 1}, ${headLabel(head)}); ` +
-      `to the class token: ${row[CLS].toFixed(3)}.`;
-    // the table: this head's weights and, beside them, the mean over heads
-    const columns = head === MEAN ? [["Mean over heads", mean]] : [[`Head ${head + 1}`, row], ["Mean over heads", mean]];
-    $("patch-table-caption").textContent = `How much patch ${name} attends to each token, layer ${layer + 1}`;
-    const headings = ["Token", ...columns.map(([title]) => title)].map((title) => el("th", { scope: "col" }, title));
-    $("patch-table-head").replaceChildren(el("tr", {}, ...headings));
-    $("patch-table-body").replaceChildren(
-      ...row.map((_, token) =>
-        el(
-          "tr",
-          { "data-token": tokenName(token, config.grid), class: token === patch + 1 ? "self" : "" },
-          el("th", { scope: "row" }, tokenName(token, config.grid)),
-          ...columns.map(([, values]) => el("td", { "data-value": values[token] }, values[token].toFixed(3))),
-        ),
-      ),
-    );
-    $("qkv").replaceChildren(...explainQKV(row, patch, layer, head, config).map((parts) => el("p", {}, ...parts)));
   }
 
   /** Preprocess the pad, classify, redraw: at most once per animation frame while drawing. */
@@ -428,7 +390,7 @@ function setupPage(model) {
         const start = performance.now();
         state.input = preprocess(pad.pixels(), $("pad").width, $("pad").height);
         state.preprocessMs = performance.now() - start;
-        classifyInput();
+        classifyInput(model, state);
         state.times = [...state.times, state.result.ms].slice(-TIMES_KEPT);
       } catch (error) {
         if (!(error instanceof NoDigitError)) throw error;
