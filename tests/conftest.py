@@ -10,6 +10,12 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A shell without job control starts a background command with Ctrl-C ignored, and every process it
+# starts inherits that; the tests of what Ctrl-C does (here and in the commands they run) need it
+# delivered, so a suite started that way (`bash .ci/run &`) gets Python's own handler back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 TINY_FLAGS = ["--recipe", "plain", "--dim", "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32"]
 
 

@@ -11,6 +11,14 @@ from edgevit.errors import EdgeViTError
 from edgevit.internals import Adapter
 
 
+@pytest.fixture(autouse=True)
+def keep_the_default_backend(monkeypatch):
+    """A test that lets a faked backend win must not send the rest of the suite's tensors to it."""
+    chosen = []
+    monkeypatch.setattr(device.internals, "make_default", chosen.append)
+    return chosen
+
+
 class Memo:
     """The cache's recall/remember, in memory."""
 
