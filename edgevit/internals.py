@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import importlib.util
 import itertools
 import multiprocessing.pool
@@ -187,6 +188,7 @@ class Adapter(NamedTuple):
         return f"{vendor}{self.name} ({self.backend}, {self.kind})"
 
 
+@functools.cache  # a survey asks twice (is it Dawn's Null backend? is it a CPU?); an open device keeps its adapter
 def adapter(device: str) -> Adapter | None:
     """The adapter an opened WEBGPU device runs on; None for other backends, or where this tinygrad's
     WEBGPU device does not say. `device` must already open."""

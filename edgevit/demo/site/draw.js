@@ -35,8 +35,12 @@ function rampColour(value) {
   return RAMP[lo].map((c, i) => Math.round(c * (1 - frac) + RAMP[lo + 1][i] * frac));
 }
 
+// each input's bitmap, made once: every map of the page (about 20 a frame while drawing) shows it
+const bitmaps = new WeakMap();
+
 /** The 28x28 input as a small canvas, to be scaled up without smoothing. */
 function inputBitmap(pixels, size) {
+  if (bitmaps.has(pixels)) return bitmaps.get(pixels);
   const bitmap = document.createElement("canvas");
   bitmap.width = bitmap.height = size;
   const ctx = bitmap.getContext("2d");
@@ -46,6 +50,7 @@ function inputBitmap(pixels, size) {
     data.data[4 * i + 3] = 255;
   });
   ctx.putImageData(data, 0, 0);
+  bitmaps.set(pixels, bitmap);
   return bitmap;
 }
 

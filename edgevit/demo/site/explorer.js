@@ -91,13 +91,9 @@ async function loadModel() {
 // --- attention maths (the same as edgevit/attention.py) -----------------------------------------
 /** One query token's attention over all tokens, for one head or the mean over heads. */
 function attentionRow(attention, config, layer, head, query) {
-  const t = config.tokens;
-  const rowOf = (h) => {
-    const start = ((layer * config.heads + h) * t + query) * t; // flat (layer, head, query, key)
-    return attention.subarray(start, start + t);
-  };
+  const rowOf = (h) => row(attention, config, layer, h, query);
   if (head !== MEAN) return Array.from(rowOf(head));
-  const sum = new Array(t).fill(0);
+  const sum = new Array(config.tokens).fill(0);
   for (let h = 0; h < config.heads; h++) rowOf(h).forEach((v, key) => (sum[key] += v));
   return sum.map((v) => v / config.heads);
 }
@@ -186,7 +182,7 @@ function setupPad(pad, onStroke) {
 /** Query, Key and Value in plain words, with this drawing's numbers for one patch's attention row. */
 function explainQKV(row, patch, layer, head, config) {
   const name = patchName(patch, config.grid);
-  const headDim = config.dim / config.heads;
+  const headDim = config.head_dim;
   const ranked = row.map((weight, token) => ({ weight, token })).sort((a, b) => b.weight - a.weight);
   const top = ranked.slice(0, TOP_LINKS);
   const rest = ranked.slice(TOP_LINKS).reduce((sum, r) => sum + r.weight, 0);
@@ -364,8 +360,8 @@ function setupPage(model) {
     renderHeads(headCells, result, state.input, config, sel, names);
     if (!result) return;
     const pickKey = (token) => ((state.key = token), renderMechanism());
-    renderWeight(result, config, sel, names, pickKey);
-    renderLesson(result, config, sel, names);
+    const parts = renderWeight(result, config, sel, names, pickKey);
+    renderLesson(result, config, sel, names, parts);
   }
 
   const answerText = (r) => (r.digit === null ? NOT_A_DIGIT : config.labels[r.digit]) + ` (${percent(r.confidence)} sure)`;

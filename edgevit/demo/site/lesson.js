@@ -65,7 +65,8 @@ function renderValues(result, config, sel, names) {
   );
 }
 
-/** The weight panel for sel = {layer, head, query, key} (tokens); onPickKey(token) changes the key. */
+/** The weight panel for sel = {layer, head, query, key} (tokens); onPickKey(token) changes the key.
+ * Returns the weight's parts (heads.scoreParts), which the lesson tells. */
 export function renderWeight(result, config, sel, names, onPickKey) {
   const parts = scoreParts(result, config, sel.layer, sel.head, sel.query, sel.key);
   const named = { query: names.token(sel.query), key: names.token(sel.key), token: names.token };
@@ -75,6 +76,7 @@ export function renderWeight(result, config, sel, names, onPickKey) {
   renderScore(parts, named);
   renderSoftmax(result, config, sel, named, onPickKey);
   renderValues(result, config, sel, named);
+  return parts;
 }
 
 /** "How much patch A attends to B and C": A's weights to its two favourite other tokens, per head. */
@@ -99,9 +101,8 @@ function attendsTable(result, config, sel, names) {
   );
 }
 
-/** The lesson, step by step, with this digit's numbers for the selected weight. */
-export function renderLesson(result, config, sel, names) {
-  const parts = scoreParts(result, config, sel.layer, sel.head, sel.query, sel.key);
+/** The lesson, step by step, with this digit's numbers for the selected weight (its `parts`). */
+export function renderLesson(result, config, sel, names, parts) {
   const [a, b] = [names.token(sel.query), names.token(sel.key)];
   const v = vector(result.value, config, sel.layer, sel.head, sel.key);
   const weights = row(result.attention, config, sel.layer, sel.head, sel.query);
