@@ -359,16 +359,29 @@ def test_the_c_rule_answers_like_python_for_both_reasons(mnist, tmp_path, by):
 
 
 def test_the_library_is_tuned_with_the_flag_this_compiler_takes_on_each_architecture(tmp_path):
-    """Debian's clang on arm64 (a Raspberry Pi) refuses -march=native: Arm gets -mcpu=native."""
+    """Debian's clang on arm64 (a Raspberry Pi) refuses -march=native: Arm gets -mcpu=native, plus
+    dotprod where the kernel says the CPU has it (clang 14 under qemu-user, or on a CPU part it does not
+    know, would leave it out, and the w8a8 products would miss sdot)."""
     from edgevit.export import build
 
-    assert [build.native_flag(m) for m in ("x86_64", "AMD64", "aarch64", "arm64", "armv7l")] == [
+    assert [build.native_flag(m, set()) for m in ("x86_64", "AMD64", "aarch64", "arm64", "armv7l")] == [
         "-march=native",
         "-march=native",
         "-mcpu=native",
         "-mcpu=native",
         "-mcpu=native",
     ]
+    # a Raspberry Pi 5 (Cortex-A76) and qemu's 'max' CPU have asimddp, a Pi 4 (Cortex-A72) has not;
+    # 32-bit Arm's feature bits are not asked, and x86 never takes them
+    assert [build.native_flag(m, {"asimd", "asimddp"}) for m in ("aarch64", "arm64", "armv7l", "x86_64")] == [
+        "-mcpu=native+dotprod",
+        "-mcpu=native+dotprod",
+        "-mcpu=native",
+        "-march=native",
+    ]
+    assert build.native_flag("aarch64", {"fp", "asimd", "crc32"}) == "-mcpu=native"
+    if build.platform.machine() not in build.ARM64_MACHINES:
+        assert build.arm64_features() == set()  # another machine's HWCAP bits mean other things
     source = tmp_path / "one.c"
     source.write_text("float one(float x) { return x + 1.0f; }\n")
     build.compile_library(source, tmp_path / "libone.so")  # this machine's compiler takes this machine's flag

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import re
@@ -21,12 +22,36 @@ STACK_CFLAGS = ("-std=c99", "-O2", "-fstack-usage", "-c")
 # Arm compilers tune for the CPU they run on with -mcpu=native: Debian's clang on arm64 (a Raspberry
 # Pi) refuses -march=native outright
 ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv8l")
+ARM64_MACHINES = ("aarch64", "arm64")
+# clang 14 (Debian 12's) takes -mcpu=native's CPU from /proc/cpuinfo: a CPU part it does not know, or a
+# /proc/cpuinfo that is not Arm's (qemu-user 7.2 shows the host's), leaves plain ARMv8.0, and the w8a8
+# products miss sdot. The kernel's feature bits say what the CPU runs: dotprod is added from them.
+AT_HWCAP = 16
+HWCAP_ASIMDDP = 1 << 20  # arm64's asm/hwcap.h
 
 
-def native_flag(machine: str | None = None) -> str:
-    """The flag that tunes C for this machine's CPU (its vector and dot-product instructions)."""
+def arm64_features() -> set[str]:
+    """The features of this 64-bit Arm CPU that native_flag adds, from the kernel's HWCAP (none on
+    another machine, whose HWCAP bits mean other things)."""
+    if platform.machine().lower() not in ARM64_MACHINES:
+        return set()
+    try:
+        getauxval = ctypes.CDLL(None).getauxval
+    except (OSError, AttributeError):  # not glibc or musl: -mcpu=native alone
+        return set()
+    getauxval.restype, getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+    return {"asimddp"} if getauxval(AT_HWCAP) & HWCAP_ASIMDDP else set()
+
+
+def native_flag(machine: str | None = None, features: set[str] | None = None) -> str:
+    """The flag that tunes C for this machine's CPU (its vector and dot-product instructions);
+    `features` (a 64-bit Arm CPU's, default this one's) say whether to add dotprod."""
     machine = (machine or platform.machine()).lower()
-    return "-mcpu=native" if machine in ARM_MACHINES else "-march=native"
+    if machine not in ARM_MACHINES:
+        return "-march=native"
+    if machine in ARM64_MACHINES and "asimddp" in (arm64_features() if features is None else features):
+        return "-mcpu=native+dotprod"
+    return "-mcpu=native"
 
 
 def find_compiler() -> str:
