@@ -6,7 +6,8 @@ A few features need tinygrad's private structures, which change between releases
 - the direct CPU replay walks a captured graph and calls its compiled kernels itself;
 - the pickled-graph cache renumbers buffers so a loaded graph cannot alias live ones;
 - zero-copy input and output reads the CPU allocator's memory;
-- the C export renders kernels with a portable C renderer and takes the captured graph apart;
+- the C export renders kernels with a portable C renderer and takes the captured graph apart; the
+  explorer's WebGPU engine renders the same kernels' ASTs as WGSL;
 - exact training resume reads and restores the random-number counters;
 - choosing a backend lists the backends tinygrad knows and makes one the default, points tinygrad's
   WEBGPU backend at dawn-python's Dawn library and asks Dawn which adapter it runs on;
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import importlib.util
 import itertools
@@ -57,12 +59,15 @@ MAX_COMPILE_CACHE_BYTES = 512 * 2**20  # a larger one is started afresh (compile
 
 AVAILABLE = INSTALLED == SUPPORTED
 if AVAILABLE:
+    import tinygrad.engine.realize as tinygrad_realize
     import tinygrad.helpers as tinygrad_helpers
+    from tinygrad.codegen import to_program, to_program_cache, to_program_key
     from tinygrad.device import ALL_DEVICES
     from tinygrad.dtype import AddrSpace, _to_np_dtype
     from tinygrad.engine.realize import get_call_arg_uops, get_call_outs_ins, get_runtime, resolve_params
-    from tinygrad.helpers import DEV
+    from tinygrad.helpers import DEV, Target
     from tinygrad.renderer.cstyle import ClangRenderer
+    from tinygrad.renderer.wgsl import WGSLRenderer
     from tinygrad.uop.ops import Ops, PatternMatcher, UOp, UPat, buffers
 
 
@@ -475,22 +480,34 @@ if AVAILABLE:
 
 
 @contextlib.contextmanager
-def portable_c_kernels() -> Iterator[None]:
+def portable_c_kernels() -> Iterator[dict]:
     """Inside, the CPU backend renders new kernels with `PortableC` (it picks its renderer on every compile).
 
     exp2 is written out as tinygrad's own polynomial (TRANSCENDENTAL=2) rather than a call to libm's
     exp2f: plain arithmetic that the compiler vectorizes across GELU and softmax (measured on the w8a8
     export: 0.144 -> 0.125 ms per image), and one libm function fewer on a microcontroller.
+    Yields the kernels' ASTs as scheduled, before the CPU's optimisations (for `take_apart`: another
+    renderer can compile the same kernels, `wgsl_kernel`).
     """
     require("the C export")
     device = Device["CPU"]
-    original = device.renderers
-    device.renderers = [PortableC]
+    original, compile_all = device.renderers, tinygrad_realize.lower_and_compile
+    asts: dict = {}
+
+    def recording(linear):
+        # every kernel compiled (or found in tinygrad's cache), by the sink its program keeps
+        todo = [a for c in linear.toposort() if c.op is Ops.CALL and (a := tinygrad_realize._get_call_to_compile(c))]
+        compiled = compile_all(linear)
+        for ast, renderer in todo:
+            asts[to_program_cache[to_program_key(ast, renderer)].src[0]] = ast
+        return compiled
+
+    device.renderers, tinygrad_realize.lower_and_compile = [PortableC], recording
     try:
         with Context(TRANSCENDENTAL=2):
-            yield
+            yield asts
     finally:
-        device.renderers = original
+        device.renderers, tinygrad_realize.lower_and_compile = original, compile_all
 
 
 @dataclass(eq=False)
@@ -510,11 +527,41 @@ class KernelCall:
     source: str  # C, without the freestanding prelude
     arguments: list[Argument]
     writes: tuple[int, ...]  # positions in `arguments` the kernel stores to
+    ast: object = None  # the kernel as scheduled (a tinygrad UOp), for `wgsl_kernel`
+    slots: tuple[int, ...] = ()  # the graph's buffer slot of each argument
 
 
-def take_apart(jit, outputs: tuple[Tensor, ...], parameters: dict[str, Tensor]) -> tuple[list[KernelCall], list[Argument]]:
+class WGSLKernel(NamedTuple):
+    """A captured kernel compiled for WebGPU by tinygrad's WGSL renderer: what a page needs to run it."""
+
+    name: str  # the entry point
+    source: str  # binding 0 is a uniform f32 holding infinity, binding i + 1 the i-th of `bindings`
+    workgroups: tuple[int, int, int]  # dispatchWorkgroups(x, y, z)
+    bindings: tuple[int, ...]  # positions in the KernelCall's arguments
+
+
+def wgsl_kernel(call: KernelCall) -> WGSLKernel:
+    """The WGSL that tinygrad's WEBGPU backend would run for a captured kernel, with its own optimisations
+    (no search: that needs the device)."""
+    require("the WebGPU export")
+    if call.ast is None:
+        raise EdgeViTError(f"kernel {call.name} was not captured with its AST (capture under portable_c_kernels)")
+    ast = call.ast.replace(arg=dataclasses.replace(call.ast.arg, beam=0, opts_to_apply=None))
+    program = to_program(ast, WGSLRenderer(Target("WEBGPU", "WGSL")))
+    info = program.arg
+    if info.vars:
+        raise EdgeViTError(f"kernel {info.function_name} needs launch variables; the WebGPU export runs each kernel as is")
+    source = next(s.arg for s in program.src if s.op is Ops.SOURCE)
+    bindings = tuple(call.slots.index(slot) for slot in info.globals)
+    return WGSLKernel(info.function_name, source, tuple(int(n) for n in info.global_size), bindings)
+
+
+def take_apart(
+    jit, outputs: tuple[Tensor, ...], parameters: dict[str, Tensor], asts: dict | None = None
+) -> tuple[list[KernelCall], list[Argument]]:
     """A graph captured under `portable_c_kernels()` as plain data: its kernel calls in order, and
-    the `outputs` tensors' arguments. `parameters` names the model's tensors (state-dict names)."""
+    the `outputs` tensors' arguments. `parameters` names the model's tensors (state-dict names);
+    `asts` is what `portable_c_kernels()` yielded."""
     require("the C export")
     names = {t.uop.base: name for name, t in parameters.items()}
     output_uops = [t.uop.base for t in outputs]
@@ -553,7 +600,9 @@ def take_apart(jit, outputs: tuple[Tensor, ...], parameters: dict[str, Tensor]) 
         source = next(s.arg for s in program.src if s.op is Ops.SOURCE).replace(KERNEL_PRELUDE, "")
         args, slots = get_call_arg_uops(call), program.arg.globals
         writes = tuple(slots.index(slot) for slot in program.arg.outs)
-        calls.append(KernelCall(program.arg.function_name, source, [argument(args[i]) for i in slots], writes))
+        ast = (asts or {}).get(program.src[0])
+        arguments = [argument(args[i]) for i in slots]
+        calls.append(KernelCall(program.arg.function_name, source, arguments, writes, ast, tuple(slots)))
     missing = [i for i, u in enumerate(output_uops) if u not in known]
     if missing:
         raise EdgeViTError("the captured graph does not write every output")

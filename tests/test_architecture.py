@@ -27,6 +27,7 @@ LAYERS = [
         "export.build",
         "export.capture",
         "export.wasm",
+        "export.webgpu",
         "export.stack",
         "export.boards",
         "export",

@@ -47,8 +47,11 @@ def test_model_json_describes_the_model_and_passes_temperature_on(tmp_path):
 def test_a_site_is_built_with_everything_the_page_loads(tiny_weights, tmp_path):
     built = site.write_site(tiny_weights, tmp_path / "site")
     assert sorted(p.name for p in built.iterdir()) == sorted(
-        [*site.STATIC_FILES, site.WASM_NAME, site.CONFIG_NAME, site.MARKER]
+        [*site.STATIC_FILES, site.WASM_NAME, site.WEBGPU_GRAPH, site.WEBGPU_WEIGHTS, site.CONFIG_NAME, site.MARKER]
     )
+    config = json.loads((built / site.CONFIG_NAME).read_text())
+    assert config["webgpu"] == {"graph": site.WEBGPU_GRAPH, "weights": site.WEBGPU_WEIGHTS}
+    assert json.loads((built / site.WEBGPU_GRAPH).read_text())["model_id"] == config["model_id"]
     assert (built / site.WASM_NAME).read_bytes()[:4] == b"\0asm"
     assert json.loads((built / site.CONFIG_NAME).read_text())["depth"] == 2
 
@@ -82,7 +85,7 @@ def test_replacing_a_site_leaves_only_the_new_one(tmp_path):
 
 @pytest.fixture
 def served(tmp_path):
-    for name in ("index.html", "explorer.js", "edgevit.wasm", "model.json", "style.css"):
+    for name in ("index.html", "explorer.js", "edgevit.wasm", "webgpu.bin", "model.json", "style.css"):
         (tmp_path / name).write_bytes(b"x")
     httpd = server.make_server(tmp_path, 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -97,6 +100,7 @@ def served(tmp_path):
     ("name", "mime"),
     [
         ("edgevit.wasm", "application/wasm"),
+        ("webgpu.bin", "application/octet-stream"),
         ("explorer.js", "text/javascript; charset=utf-8"),
         ("model.json", "application/json"),
         ("style.css", "text/css; charset=utf-8"),

@@ -40,6 +40,7 @@ MIME_TYPES = {
     ".json": "application/json",
     ".wasm": "application/wasm",  # needed by WebAssembly.instantiateStreaming
     ".png": "image/png",
+    ".bin": "application/octet-stream",  # the WebGPU engine's weights
 }
 HEADERS = {
     # cross-origin isolation: the page loads nothing from elsewhere anyway, and in return the browser

@@ -19,12 +19,15 @@ from pathlib import Path
 from edgevit.errors import EdgeViTError
 from edgevit.export import export
 from edgevit.export.wasm import build_wasm
+from edgevit.export.webgpu import webgpu_graph
 from edgevit.weights import ModelFile, model_file
 
 SOURCES = resources.files("edgevit.demo") / "site"
 STATIC_FILES = (
     "index.html",
     "explorer.js",
+    "engines.js",
+    "webgpu.js",
     "draw.js",
     "heads.js",
     "headview.js",
@@ -34,6 +37,7 @@ STATIC_FILES = (
     "style.css",
 )
 WASM_NAME = "edgevit.wasm"
+WEBGPU_GRAPH, WEBGPU_WEIGHTS = "webgpu.json", "webgpu.bin"
 CONFIG_NAME = "model.json"
 MARKER, MARKER_TEXT = ".edgevit-site", "a site written by edgevit-demo; it replaces this folder when asked to\n"
 DIGITS = 10
@@ -71,6 +75,7 @@ def model_config(model: ModelFile, wasm_path: Path) -> dict:
         "model_id": model.sha256,
         "wasm": WASM_NAME,
         "wasm_bytes": wasm_path.stat().st_size,
+        "webgpu": {"graph": WEBGPU_GRAPH, "weights": WEBGPU_WEIGHTS},
     }
     # softmax(logits / T) is computed inside the C graph; the page only says so
     if model.temperature != 1.0:
@@ -131,6 +136,9 @@ def write_site(weights: str | os.PathLike | ModelFile, out_dir: str | os.PathLik
         with tempfile.TemporaryDirectory(prefix="edgevit-c-") as c_dir:
             exported = export(model, c_dir, inspect=True)  # the page shows the numbers behind every weight
             wasm = build_wasm(exported.files["edgevit_model.c"], staging / WASM_NAME, inspect=True)
+        gpu = webgpu_graph(model)
+        (staging / WEBGPU_GRAPH).write_text(json.dumps(gpu.manifest, separators=(",", ":")) + "\n")
+        (staging / WEBGPU_WEIGHTS).write_bytes(gpu.weights)
         for name in STATIC_FILES:
             (staging / name).write_bytes((SOURCES / name).read_bytes())
         (staging / CONFIG_NAME).write_text(json.dumps(model_config(model, wasm), indent=2) + "\n")

@@ -40,10 +40,10 @@ def capture(model: ModelFile, probe: np.ndarray, beam: int = 0, attention: bool 
         jit, inputs = TinyJit(inspection_graph(vit, model.temperature)), (probe, np.zeros(model.config.tokens, np.float32))
     else:
         jit, inputs = TinyJit(inference_graph(vit, attention, model.temperature)), (probe,)
-    with internals.portable_c_kernels(), Context(BEAM=beam):
+    with internals.portable_c_kernels() as asts, Context(BEAM=beam):
         for _ in range(CAPTURE_CALLS):
             outputs = jit(*(Tensor(x) for x in inputs))
-    calls, output_args = internals.take_apart(jit, outputs, get_state_dict(vit))
+    calls, output_args = internals.take_apart(jit, outputs, get_state_dict(vit), asts)
     return _layout(calls, output_args, INSPECT_OUTPUTS if inspect else OUTPUTS)
 
 
@@ -74,7 +74,7 @@ def _layout(calls: list[internals.KernelCall], output_args: list[internals.Argum
                 current[arg].first = index
                 buffers.append(current[arg])
             current[arg].last = index
-        steps.append(Step(by_source[call.source], [current[a] for a in call.arguments], ""))
+        steps.append(Step(by_source[call.source], [current[a] for a in call.arguments], "", call))
     graph = Graph(kernels, steps, buffers)
     if [len(graph.role(r)) for r in ("input", "probs")] != [1, 1] or len(graph.role("attention")) > 1:
         raise EdgeViTError("the captured graph does not have one input and the expected outputs")

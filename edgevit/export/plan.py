@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgevit.internals import c_type
+from edgevit.internals import KernelCall, c_type
 
 PREFIX = "edgevit"
 IO_ROLES = ("input", "knockout", "probs", "attention", "query", "key", "value", "scores")  # static arrays of their own
@@ -40,6 +40,7 @@ class Step:
     kernel: str  # the C function it calls
     arguments: list[Buffer]
     layer: str  # what part of the model it computes, for the comment beside the call
+    call: KernelCall | None = None  # the captured kernel (the WebGPU export renders it again)
 
 
 @dataclass

@@ -1,92 +1,25 @@
 // The attention explorer: draw a digit, watch a Vision Transformer read it.
 //
-// The model is EdgeViT's exported C, compiled to WebAssembly (edgevit.wasm); model.json describes
-// it. A 28x28 image is cut into a grid of patches (4x4 of 7x7 pixels); each patch becomes a token,
+// The model is EdgeViT's exported C, compiled to WebAssembly (edgevit.wasm), or the same graph's
+// kernels on the GPU through WebGPU (engines.js); model.json describes it. A 28x28 image is cut into a grid of patches (4x4 of 7x7 pixels); each patch becomes a token,
 // plus one extra "class token" whose final state predicts the digit. In every layer, every head,
 // each token spreads one unit of attention over all tokens: attention[layer][head][query][key].
 // This page draws those numbers. Nothing here talks to a server beyond loading its own files.
 
 import { $, drawHeat, el } from "./draw.js";
+import { ENGINE_NAMES, loadModel } from "./engines.js";
 import { CLS, nest, row } from "./heads.js";
 import { renderHeads, setupHeads } from "./headview.js";
 import { classifyInput, classifyWith, renderKnockout, setupKnockout } from "./knockout.js";
 import { renderLesson, renderWeight } from "./lesson.js";
 import { NoDigitError, preprocess } from "./preprocess.js";
 
-const MODEL_JSON = "model.json";
 const PEN_WIDTH = 18; // pad pixels (of 280): about MNIST's stroke once the digit is scaled to 20x20
 const TOP_LINKS = 3; // patches named in the Query/Key/Value explanation
 const TIMES_KEPT = 200; // predictions in the running median shown on the page
 const MEAN = "mean"; // the head selector's value for the mean over heads
 const DIGITS = 10; // classes 0-9 are the digits; a model's class for "not a digit" comes next
 const NOT_A_DIGIT = "not a digit"; // the answer shown when the model takes the drawing for no digit
-
-// --- the model ----------------------------------------------------------------------------------
-/** Fetch model.json and the WebAssembly module; check they agree. */
-async function loadModel() {
-  const response = await fetch(MODEL_JSON);
-  if (!response.ok) throw new Error(`${MODEL_JSON}: HTTP ${response.status}`);
-  const config = await response.json();
-  const wasm = fetch(config.wasm);
-  // instantiateStreaming compiles while downloading, but needs the server's application/wasm type
-  const { instance } = await WebAssembly.instantiateStreaming(wasm, {}).catch(async () =>
-    WebAssembly.instantiate(await (await fetch(config.wasm)).arrayBuffer(), {}),
-  );
-  const exports = instance.exports;
-  const t = config.tokens;
-  const attentionSize = config.depth * config.heads * t * t;
-  const qkvSize = config.depth * config.heads * t * config.head_dim;
-  if (
-    exports.edgevit_num_classes() !== config.num_classes ||
-    exports.edgevit_attention_size() !== attentionSize ||
-    exports.edgevit_qkv_size() !== qkvSize
-  ) {
-    throw new Error(`${config.wasm} does not match ${MODEL_JSON} (classes, attention or query shape)`);
-  }
-  // the module has no allocator, so its memory never grows and these views stay valid
-  const view = (pointer, length) => new Float32Array(exports.memory.buffer, pointer, length);
-  const buffers = {
-    pixels: view(exports.edgevit_pixels_buffer(), config.image_size ** 2),
-    knockout: new Uint8Array(exports.memory.buffer, exports.edgevit_knockout_buffer(), t),
-    probs: view(exports.edgevit_probs_buffer(), config.num_classes),
-    attention: view(exports.edgevit_attention_buffer(), attentionSize),
-    query: view(exports.edgevit_query_buffer(), qkvSize),
-    key: view(exports.edgevit_key_buffer(), qkvSize),
-    value: view(exports.edgevit_value_buffer(), qkvSize),
-    scores: view(exports.edgevit_scores_buffer(), attentionSize),
-    confidence: view(exports.edgevit_confidence_buffer(), 1),
-  };
-  const notADigit = exports.edgevit_not_a_digit();
-  const patches = t - 1;
-  /** 784 pixels on [0, 255] and the patches knocked out as keys -> {digit (null: not a digit),
-   * confidence, probs, attention, query, key, value, scores (flat copies), ms}. */
-  function run(pixels, knockout = []) {
-    if (pixels.length !== buffers.pixels.length) {
-      throw new RangeError(`expected ${buffers.pixels.length} pixels, got ${pixels.length}`);
-    }
-    buffers.knockout.fill(0);
-    for (const p of knockout) {
-      if (!Number.isInteger(p) || p < 0 || p >= patches) throw new RangeError(`knockout: ${p} is not a patch 0-${patches - 1}`);
-      buffers.knockout[p + 1] = 1; // token p + 1: token 0 is the class token
-    }
-    buffers.pixels.set(pixels);
-    const start = performance.now();
-    const b = buffers; // WebAssembly takes their addresses in its memory
-    const outputs = [b.probs, b.attention, b.query, b.key, b.value, b.scores].map((a) => a.byteOffset);
-    exports.edgevit_inspect(b.pixels.byteOffset, b.knockout.byteOffset, ...outputs);
-    // the answer again, for its confidence: the same rule edgevit_inspect applied
-    const answer = exports.edgevit_answer(b.probs.byteOffset, b.confidence.byteOffset);
-    const ms = performance.now() - start;
-    const copy = (name) => Float32Array.from(b[name]);
-    return {
-      digit: answer === notADigit ? null : answer,
-      confidence: b.confidence[0],
-      ...Object.fromEntries(["probs", "attention", "query", "key", "value", "scores"].map((n) => [n, copy(n)])),
-      ms,
-    };
-  }
-  return { config, run };
-}
 
 // --- attention maths (the same as edgevit/attention.py) -----------------------------------------
 /** One query token's attention over all tokens, for one head or the mean over heads. */
@@ -261,11 +194,33 @@ function renderPrediction(state, config, bars) {
   });
   const times = [...state.times].sort((a, b) => a - b);
   $("timing").textContent = result
-    ? `This prediction took ${result.ms.toFixed(2)} ms in WebAssembly ` +
+    ? `This prediction took ${result.ms.toFixed(2)} ms in ${ENGINE_NAMES[result.engine]} ` +
       `(median ${times[times.length >> 1].toFixed(2)} ms over the last ${times.length}); ` +
       `turning the drawing into the 28\u00d728 input took ${state.preprocessMs.toFixed(1)} ms in JavaScript.`
     : "";
   drawHeat($("input-view"), state.input, config, null);
+}
+
+/** The engine selector: every engine, those that cannot run here disabled and the reason said. */
+function setupEngines(model, state, onChange) {
+  const select = $("engine");
+  const render = () => {
+    const options = Object.entries(model.engines).map(([name, engine]) => {
+      const attributes = engine.why && name !== model.engine ? { value: name, disabled: "" } : { value: name };
+      return el("option", attributes, engine.why ? `${ENGINE_NAMES[name]} (not available)` : engine.label);
+    });
+    select.replaceChildren(...options);
+    select.value = model.engine;
+    const missing = Object.entries(model.engines).filter(([, engine]) => engine.why);
+    $("engine-note").textContent = missing.map(([name, engine]) => `${ENGINE_NAMES[name]} cannot run here: ${engine.why}.`).join(" ");
+  };
+  select.addEventListener("change", async () => {
+    await model.use(select.value).catch(() => {}); // stays on the engine it had; the note says why
+    state.times = []; // the median is of one engine's predictions
+    render();
+    onChange(true);
+  });
+  render();
 }
 
 // --- the page -----------------------------------------------------------------------------------
@@ -366,34 +321,46 @@ function setupPage(model) {
 
   const answerText = (r) => (r.digit === null ? NOT_A_DIGIT : config.labels[r.digit]) + ` (${percent(r.confidence)} sure)`;
   setupKnockout(state, update);
+  setupEngines(model, state, update);
 
-  /** Classify again (the knock-outs changed) and redraw everything. */
-  function update() {
-    if (state.input) classifyInput(model, state);
+  /** Classify again (the input or the knock-outs changed) and redraw everything; `timed`: a new
+   * input, whose time joins the running median. */
+  async function update(timed = false) {
+    if (state.input) await classifyInput(model, state);
+    if (timed && state.input) state.times = [...state.times, state.clean.ms].slice(-TIMES_KEPT);
     renderPrediction(state, config, bars);
     renderAttention();
   }
 
-  /** Preprocess the pad, classify, redraw: at most once per animation frame while drawing. */
-  let pending = false;
-  function schedule() {
-    if (pending) return;
-    pending = true;
-    requestAnimationFrame(() => {
-      pending = false;
-      state.inked = true;
-      try {
-        const start = performance.now();
-        state.input = preprocess(pad.pixels(), $("pad").width, $("pad").height);
-        state.preprocessMs = performance.now() - start;
-        classifyInput(model, state);
-        state.times = [...state.times, state.result.ms].slice(-TIMES_KEPT);
-      } catch (error) {
-        if (!(error instanceof NoDigitError)) throw error;
-        state.input = state.result = state.clean = null; // a dot or a speck so far: renderPrediction says so
+  /** Preprocess the pad, classify, redraw: at most once per animation frame while drawing, and never
+   * two at once (a WebGPU answer arrives a little later: strokes drawn meanwhile are read together). */
+  let busy = false;
+  let dirty = false;
+  async function schedule() {
+    dirty = true;
+    if (busy) return;
+    busy = true;
+    try {
+      while (dirty) {
+        dirty = false;
+        await new Promise((resolve) => requestAnimationFrame(resolve));
+        await readPad();
       }
-      update();
-    });
+    } finally {
+      busy = false;
+    }
+  }
+  async function readPad() {
+    state.inked = true;
+    try {
+      const start = performance.now();
+      state.input = preprocess(pad.pixels(), $("pad").width, $("pad").height);
+      state.preprocessMs = performance.now() - start;
+    } catch (error) {
+      if (!(error instanceof NoDigitError)) throw error;
+      state.input = state.result = state.clean = null; // a dot or a speck so far: renderPrediction says so
+    }
+    await update(true);
   }
 
   const pad = setupPad($("pad"), schedule);
@@ -426,17 +393,21 @@ ready.catch((error) => ($("status").textContent = `The model could not be loaded
 window.edgevit = {
   /** Resolves when the model is loaded and the page is set up. */
   ready,
+  /** The engine answering: "wasm" or "webgpu" (null while loading). */
+  get engine() {
+    return model ? model.engine : null;
+  },
   /** 784 MNIST-style values (0-255, white on black) and options {knockout: patches (0-15, row-major)
    * removed as keys in every layer and head, blank: patches whose pixels are set to 0} -> {digit (null:
    * not a digit), confidence, probs, attention[layer][head][query][key], query, key and value
    * [layer][head][token][d], scores[layer][head][query][key] (q.k/sqrt(d), -Infinity where knocked
-   * out), ms}: what `edgevit-classify --json` reports, and the numbers behind the attention. */
+   * out), ms, engine}: what `edgevit-classify --json` reports, and the numbers behind the attention.
+   * From WebAssembly the result itself; from WebGPU a Promise of it. */
   classify(pixels, options = {}) {
     if (!model) throw new Error("the model is not loaded yet: await window.edgevit.ready");
-    const r = classifyWith(model, pixels, options);
     const { depth, heads, tokens, head_dim: d } = model.config;
     const [vectors, squares] = [[depth, heads, tokens, d], [depth, heads, tokens, tokens]];
-    return {
+    const shaped = (r) => ({
       digit: r.digit,
       confidence: r.confidence,
       probs: Array.from(r.probs),
@@ -446,7 +417,10 @@ window.edgevit = {
       value: nest(r.value, vectors),
       scores: nest(r.scores, squares),
       ms: r.ms,
-    };
+      engine: r.engine,
+    });
+    const r = classifyWith(model, pixels, options);
+    return r instanceof Promise ? r.then(shaped) : shaped(r);
   },
   /** The 784 values the model last saw from the pad (null before a digit was drawn). */
   lastInput: () => (page ? page.lastInput() : null),

@@ -25,10 +25,12 @@ export function classifyWith(model, pixels, { knockout = [], blank = [] } = {}) 
 }
 
 /** state.input classified as it is (state.clean) and with the page's knock-outs (state.result). */
-export function classifyInput(model, state) {
-  state.clean = model.run(state.input);
+export async function classifyInput(model, state) {
+  const input = state.input;
+  const clean = await model.run(input);
   const knocks = { knockout: state.knockout, blank: state.blank };
-  state.result = state.knockout.length || state.blank.length ? classifyWith(model, state.input, knocks) : state.clean;
+  const result = state.knockout.length || state.blank.length ? await classifyWith(model, input, knocks) : clean;
+  if (state.input === input) [state.clean, state.result] = [clean, result]; // else a newer input is on its way
 }
 
 /** The buttons: knock the chosen patch out the way the radio buttons say, or restore every patch. */
