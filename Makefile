@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-slow test-browser test-devices bench lint format
+.PHONY: setup demo test test-slow test-browser test-devices test-pi bench lint format
 setup:
 	@bash tools/setup.sh
 
@@ -12,9 +12,10 @@ demo: setup
 	$(VENV)/bin/edgevit classify samples/ --topk 2 --attention runs/attention
 	$(VENV)/bin/edgevit evaluate weights/edgevit-mnist.safetensors
 
+# one worker per core, each test file on one worker (its module fixtures are built once)
 test: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
@@ -24,6 +25,11 @@ test-slow: setup
 test-devices:
 	@bash tools/setup.sh devices
 	$(PY) -m pytest -q -m devices
+
+# the whole toolkit as on a Raspberry Pi: a 64-bit Arm Debian userland under qemu-aarch64-static (built
+# once into build/pi/) runs make demo, classify --runtime c with w8a8, and the Arm tests (root, Debian)
+test-pi:
+	@bash tools/pi_check.sh
 
 # the attention explorer in headless Chromium (installs chromium, chromium-driver and selenium first)
 test-browser:

@@ -7,13 +7,15 @@ import urllib.request
 
 from conftest import ROOT, run_module
 
-from edgevit.demo.site import CONFIG_NAME, MARKER, STATIC_FILES, WASM_NAME
+from edgevit.demo.site import CONFIG_NAME, MARKER, STATIC_FILES, WASM_NAME, WEBGPU_GRAPH, WEBGPU_WEIGHTS
 
 
 def test_export_writes_a_static_site(tiny_weights, tmp_path):
     done = run_module("edgevit.cli.demo", "--weights", str(tiny_weights), "--export", str(tmp_path / "site"))
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == sorted([*STATIC_FILES, WASM_NAME, CONFIG_NAME, MARKER])
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == sorted(
+        [*STATIC_FILES, WASM_NAME, WEBGPU_GRAPH, WEBGPU_WEIGHTS, CONFIG_NAME, MARKER]
+    )
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     refused = run_module("edgevit.cli.demo", "--weights", str(tiny_weights), "--export", str(tmp_path / "mine"))

@@ -1,10 +1,15 @@
-"""The Pi check's sdot stage (tools/pi_check.sh runs it inside the arm64 userland): the w8a8 replay runs
-its int8 products on the int8 library, and that library, built with the flag the replay builds it with,
-takes the sdot path where the CPU has dotprod (plain C where it has not). One line of what was found;
-exit status 1 otherwise."""
+"""The Pi check's own checks (tools/pi_check.sh runs them inside the arm64 userland).
+  pi_check.py          the w8a8 replay runs its int8 products on the int8 library, and that library, built
+                       with the flag the replay builds it with, takes the sdot path where the CPU has
+                       dotprod (plain C where it has not)
+  pi_check.py samples  `edgevit-classify --json samples/` on stdin named each sample's digit (the number
+                       in its file name: samples/scan-7.jpg is a 7)
+One line of what was found; exit status 1 otherwise."""
 
 import ctypes
+import json
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,7 +52,19 @@ def replay_products() -> tuple[int, int]:
     return len(replay.launches), sum(launch.name.startswith("edgevit_gemm_s8_") for launch in replay.launches)
 
 
+def samples_named_right(lines: list[str]) -> int:
+    answers = [json.loads(line) for line in lines if line.strip()]
+    wrong = [a["path"] for a in answers if a["digit"] != int(re.findall(r"\d", Path(a["path"]).stem)[-1])]
+    print(f"pi-check: {len(answers) - len(wrong)} of {len(answers)} samples named right")
+    if wrong or not answers:
+        print(f"pi-check: error: wrong digit for {', '.join(wrong) or 'no samples'}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["samples"]:
+        return samples_named_right(sys.stdin.readlines())
     if platform.machine().lower() not in ARM64_MACHINES:
         print("pi-check: error: tools/pi_check.py runs inside the arm64 userland (make test-pi)", file=sys.stderr)
         return 1

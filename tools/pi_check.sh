@@ -19,12 +19,12 @@ PI_MIRROR=${PI_MIRROR:-http://deb.debian.org/debian}
 # install with apt inside the emulator, much slower than debootstrap's own pass: lld (wasm-ld), the
 # arm64 cross headers it checks for, the fonts of the bank generators
 PACKAGES=python3,python3-venv,clang,libc6-dev,make,git,ca-certificates,lld,libc6-dev-arm64-cross,fonts-dejavu-core,fonts-dejavu-extra,fonts-freefont-ttf,fonts-liberation,fonts-urw-base35
-# native Arm code: the C library's flag and build, the C runtime, the replay's launcher and int8 products
+# native Arm code: the C library's flag and build, the replay's launcher and its int8 products at batch
+# 1 (batch 256 and tests/test_runtime_classifier.py added 9 minutes emulated: compiles of big graphs)
 TESTS=(
   tests/test_export.py::test_the_library_is_tuned_with_the_flag_this_compiler_takes_on_each_architecture
-  tests/test_replay_int8.py
+  "tests/test_replay_int8.py -k 'not 256'"
   tests/test_replay_launcher.py
-  tests/test_runtime_classifier.py
 )
 CLONE=/root/edgevit  # inside the userland
 
@@ -92,21 +92,28 @@ clone() {
 
 MOUNTS=()
 mount_inside() {
-  cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"  # pip reaches PyPI from inside
+  # pip reaches PyPI from inside, trusting what this host trusts (a CI network may inspect TLS with
+  # its own certificate authority, which a fresh userland's bundle lacks)
+  cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+  cp /etc/ssl/certs/ca-certificates.crt "$ROOTFS/etc/ssl/certs/ca-certificates.crt"
   mount -t proc proc "$ROOTFS/proc" && MOUNTS+=("$ROOTFS/proc")
-  mount --bind /dev "$ROOTFS/dev" && MOUNTS+=("$ROOTFS/dev")
-  mount -t tmpfs shm "$ROOTFS/dev/shm" && MOUNTS+=("$ROOTFS/dev/shm")  # Python's multiprocessing locks
+  # debootstrap made /dev's nodes (null, zero, urandom, tty); Python's multiprocessing locks need /dev/shm
+  mount -t tmpfs shm "$ROOTFS/dev/shm" && MOUNTS+=("$ROOTFS/dev/shm")
 }
 
 cleanup() {
   local i
-  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount "${MOUNTS[i]}" || say "warning: could not unmount ${MOUNTS[i]}"; done
+  # a process of the userland may still be exiting: a few tries, then detached once it has
+  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
+    umount "${MOUNTS[i]}" 2>/dev/null || { sleep 2 && umount "${MOUNTS[i]}" 2>/dev/null; } || umount --lazy "${MOUNTS[i]}" ||
+      say "warning: could not unmount ${MOUNTS[i]}"
+  done
   if [ -n "${MOUNTED_BINFMT:-}" ]; then umount /proc/sys/fs/binfmt_misc || true; fi
 }
 
 # `cmd` in the clone, in the userland, with a clean environment
 inside() {
-  chroot "$ROOTFS" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+  chroot "$ROOTFS" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -euo pipefail -c "cd $CLONE && $1"
 }
@@ -140,9 +147,12 @@ main() {
   inside 'say() { echo "pi-check: $*" >&2; }; say "$(uname -m), $(python3 --version), $(clang --version | head -1)"'
   stage pip-install inside 'make setup' || { summary; exit 1; }
   stage make-demo inside 'make demo' || true
-  stage classify-c inside '.venv/bin/edgevit-classify --runtime c --weights weights/edgevit-mnist-w8a8.safetensors samples/' || true
+  # --beam 0: the C runtime's default BEAM search (2) took 9 minutes emulated; the build and its Arm flag
+  # are the same without it
+  stage classify-c inside '.venv/bin/edgevit-classify --runtime c --beam 0 --json --weights weights/edgevit-mnist-w8a8.safetensors samples/ |
+    .venv/bin/python tools/pi_check.py samples' || true
   stage sdot inside '.venv/bin/python tools/pi_check.py' || true
-  stage tests inside ".venv/bin/python -m pytest -q -p no:cacheprovider ${TESTS[*]}" || true
+  stage tests inside ".venv/bin/python -m pytest -q -p no:cacheprovider --durations=5 ${TESTS[*]}" || true
   RESULTS+=("$(printf '%-14s %5ss' total $((SECONDS - start)))")
   summary
   exit $FAILED
