@@ -29,6 +29,7 @@ import functools
 import importlib.util
 import itertools
 import multiprocessing.pool
+import multiprocessing.synchronize
 import os
 import platform
 import secrets
@@ -103,6 +104,13 @@ def kill_compile_workers() -> None:
     for process in getattr(pool, "_pool", None) or []:
         with contextlib.suppress(Exception):
             process.kill()
+    # the pool's queues hold named semaphores that only a normal interpreter exit unlinks; a command
+    # stopping on a signal leaves by os._exit, and the resource tracker would warn of them on stderr
+    for queue in (getattr(pool, name, None) for name in ("_inqueue", "_outqueue", "_change_notifier")):
+        for lock in (getattr(queue, "_rlock", None), getattr(queue, "_wlock", None)):
+            if name := getattr(getattr(lock, "_semlock", None), "name", None):
+                with contextlib.suppress(Exception):
+                    multiprocessing.synchronize.SemLock._cleanup(name)
 
 
 def end_compile_workers() -> None:

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevit.files import signals_deferred
+
 CLOSE_TIMEOUT_S = 30  # a worker asked to stop that is still running after this is terminated
+STOP_TIMEOUT_S = 2  # a terminated worker still running after this is killed
 SETTLE_WINDOW_S = 0.01  # settle() samples the process's CPU time over windows this long
 SETTLE_MAX_S = 1.0  # and gives up after this: a process with a busy thread of its own never settles
 IDLE_CPU_FRACTION = 0.1  # of a window: below it, no thread of the process is spinning
@@ -140,13 +143,22 @@ class Worker:
         context = multiprocessing.get_context("spawn")
         self._conn, theirs = context.Pipe()
         self._process = context.Process(target=_serve, args=(theirs, factory, args), daemon=True)
-        self._process.start()
-        theirs.close()  # only the child holds its end now, so its death reads as EOF here
         try:
+            # a signal in the middle of the start would leave the child half its instructions (a traceback)
+            with signals_deferred():
+                self._process.start()
+            theirs.close()  # only the child holds its end now, so its death reads as EOF here
             self._reply()  # built, or why not
         except WorkerError:
             self.close()  # no `with` block will: reap the process and close the pipe here
             raise
+        except BaseException:  # Ctrl-C or SIGTERM while it starts or builds
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
 
     def call(self, method: str, *args):
         """obj.method(*args), run in the worker."""
@@ -164,17 +176,26 @@ class Worker:
         return value
 
     def close(self) -> None:
+        """Ask the worker to finish, and wait for it (CLOSE_TIMEOUT_S at most, then stop it)."""
         if self._process.is_alive():
             with contextlib.suppress(OSError):  # it is on its way out already
                 self._conn.send(None)
             self._process.join(CLOSE_TIMEOUT_S)
+        self.stop()
+
+    def stop(self) -> None:
+        """End the worker now, whatever it is doing: after an error, Ctrl-C or SIGTERM, a busy worker
+        (a kernel search takes minutes) must not hold its parent up or outlive it."""
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(STOP_TIMEOUT_S)
             if self._process.is_alive():
-                self._process.terminate()
+                self._process.kill()
                 self._process.join()
         self._conn.close()
 
     def __enter__(self) -> Worker:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.stop() if exc_type is not None else self.close()

@@ -3,6 +3,9 @@ skips, the arithmetic of the figures, ratios and targets, and the worker process
 
 import importlib.util
 import json
+import os
+import queue
+import signal
 import subprocess
 import sys
 
@@ -76,7 +79,7 @@ def test_peers_left_out_are_named_and_the_rest_measured(tmp_path, capsys, monkey
     """--without: one stderr line names the peers left out and the other rows run. The EdgeViT and C
     rows are dropped from the plan here (the quick run above measures them) to keep this test short."""
     plan = bench.plan
-    monkeypatch.setattr(bench, "plan", lambda *args: [s for s in plan(*args) if s.runtime in bench.REFERENCES])
+    monkeypatch.setattr(bench, "plan", lambda *a, **k: [s for s in plan(*a, **k) if s.runtime in bench.REFERENCES])
     out = tmp_path / "bench.json"
     argv = ["--quick", "--json", str(out)] + [arg for peer in ONNX_PEERS for arg in ("--without", peer)]
     assert bench.main(argv) == 0
@@ -133,6 +136,8 @@ def test_plan_puts_references_first_and_trains_only_outside_quick_runs():
     assert next(s for s in full if s.runtime == "pytorch").batches == "batches.npz"
     assert [s.name for s in full if s.beam] == [f"edgevit {s} BEAM={bench.SEARCHED}" for s in ("fp32", "w8a8")]
     assert [s.name for s in full if s.runtime == "c"] == ["c fp32", "c int8", "c w8a8"]
+    unsearched = bench.plan(files, ("fp32", "int8", "w8a8"), ["pytorch"], False, "batches.npz", search=False)
+    assert [s.name for s in unsearched] == [s.name for s in full if not s.beam]
 
 
 def test_missing_peers_names_each_with_its_reason(monkeypatch):
@@ -269,3 +274,40 @@ def test_a_worker_serves_calls_and_reports_failures():
             worker.call("pop", 7)
     with pytest.raises(WorkerError, match="ValueError"):
         Worker(int, "not a number")
+
+
+BUSY_SCRIPT = """
+import queue
+from edgevit.cli import run
+from edgevit.measure import Worker
+
+def main(argv):
+    with Worker(queue.Queue) as worker:
+        print(worker.pid, flush=True)
+        worker.call("get")  # waits forever, as a row's kernel search waits minutes
+    return 0
+
+if __name__ == "__main__":  # a spawned worker imports this file too
+    run("busy", main)
+"""
+
+
+def test_sigterm_to_the_bench_alone_stops_its_busy_workers_with_one_line(tmp_path):
+    """`kill PID` reaches the parent only (not its process group, as timeout's does): its workers,
+    one of them busy, must end with it, and stderr says so in one line, no traceback."""
+    script = tmp_path / "busy.py"
+    script.write_text(BUSY_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker_pid = int(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and err.strip() == "busy: terminated"
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)  # reaped, not left running
+
+
+def test_a_worker_left_by_an_error_ends_at_once():
+    with pytest.raises(KeyboardInterrupt), Worker(queue.Queue) as worker:
+        raise KeyboardInterrupt
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker.pid, 0)

@@ -1,6 +1,6 @@
 """EdgeViT against its peers on this machine: same model, same weights, same inputs, one run.
 
-    python tools/bench.py [--weights W] [--json OUT] [--quick] [--without PEER]
+    python tools/bench.py [--weights W] [--json OUT] [--quick] [--no-search] [--without PEER]
 
 Rows: EdgeViT's tinygrad runtime and its exported C runtime for fp32 and every quantized scheme; the
 peers, PyTorch eager, ONNX Runtime (fp32 and its dynamic int8) and OpenVINO (fp32), all running the
@@ -366,18 +366,21 @@ def write_training_batches(weights: Path, out: Path) -> str:
     return str(out)
 
 
-def plan(files: dict, schemes: tuple[str, ...], peers: list[str], quick: bool, batches: str | None) -> list[Spec]:
+def plan(
+    files: dict, schemes: tuple[str, ...], peers: list[str], quick: bool, batches: str | None, search: bool = True
+) -> list[Spec]:
     """The rows, references first. PyTorch (given `batches`) and fp32 EdgeViT train, EdgeViT both
     without a search and with it (as the shipped weights were trained: the first search of a training
-    step takes about 11 minutes on this machine, then comes from the cache); w8a8 EdgeViT also runs
-    searched. --quick trains nothing."""
+    step takes about 11 minutes on this machine, then comes from tinygrad's compile cache, which
+    outlives the run); w8a8 EdgeViT also runs searched. --quick trains nothing and, like `search`
+    False (--no-search), leaves the searched rows out."""
     specs = [Spec("numpy", "fp32", str(files["numpy", "fp32"]))]
     for runtime, scheme in PEER_ROWS:
         if runtime in peers and (runtime, scheme) in files:
             trains = runtime == "pytorch" and batches is not None
             specs.append(Spec(runtime, scheme, str(files[runtime, scheme]), trains=trains, batches=batches if trains else None))
     specs += [Spec("edgevit", s, str(files["edgevit", s]), trains=s == "fp32" and not quick) for s in schemes]
-    searched = [s for s in SEARCHED_SCHEMES if s in schemes] if not quick else []
+    searched = [s for s in SEARCHED_SCHEMES if s in schemes] if search and not quick else []
     specs += [Spec("edgevit", s, str(files["edgevit", s]), beam=SEARCHED, trains=s == "fp32") for s in searched]
     specs += [Spec("c", s, str(files["c", s])) for s in schemes if s in C_EXPORTABLE]
     return specs
@@ -408,9 +411,12 @@ def check(spec: Spec, got: np.ndarray, expected: np.ndarray) -> dict:
 def start_workers(specs: list[Spec], inputs: Inputs, workdir: Path, expected: np.ndarray, stack) -> dict:
     """Spec -> (worker, its row so far), started one after another so each compile time is its own."""
     started = {}
-    for spec in specs:
-        print(f"starting {spec.name}", file=sys.stderr, flush=True)
+    for n, spec in enumerate(specs, 1):
+        search = " (a kernel search: minutes the first time, then from the cache)" if spec.beam else ""
+        print(f"starting {spec.name}, row {n} of {len(specs)}{search}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
         worker = stack.enter_context(Worker(start_engine, spec, inputs, str(workdir)))
+        print(f"started {spec.name} in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         row = dict.fromkeys(KEYS) | worker.call("describe")
         row.update(
             runtime=spec.runtime, scheme=spec.scheme, beam={"edgevit": spec.beam or 0, "c": LIBRARY_BEAM}.get(spec.runtime)
@@ -595,6 +601,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--without", action="append", default=[], choices=PEERS, metavar="PEER", help="leave a peer out, as if not installed"
     )
+    p.add_argument(
+        "--no-search",
+        action="store_true",
+        help=f"leave out the BEAM={SEARCHED} rows (their first kernel search takes minutes, longer on a busy machine)",
+    )
     p.add_argument("--classify-with-pytorch", nargs=2, metavar=("WEIGHTS", "IMAGE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.classify_with_pytorch:
@@ -616,7 +627,9 @@ def main(argv: list[str] | None = None) -> int:
         files = prepare_files(args.weights, schemes, peers, args.quick, Path(tmp))
         trains = not args.quick and "pytorch" in peers
         batches = write_training_batches(args.weights, Path(tmp) / "batches.npz") if trains else None
-        specs = plan(files, schemes, peers, args.quick, batches)
+        specs = plan(files, schemes, peers, args.quick, batches, search=not args.no_search)
+        if args.no_search and not args.quick:
+            print(f"left out by --no-search: the BEAM={SEARCHED} rows ({', '.join(SEARCHED_SCHEMES)})", file=sys.stderr)
         rows = measure(specs, inputs, Path(tmp), edgevit_logits(args.weights, inputs.x), effort)
         if not args.quick:
             for spec, row in zip(specs, rows):
