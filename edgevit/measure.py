@@ -198,4 +198,7 @@ class Worker:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
-        self.stop() if exc_type is not None else self.close()
+        if exc_type is None:
+            self.close()
+        else:  # an error, Ctrl-C or SIGTERM: nothing more will be asked of it
+            self.stop()

@@ -371,7 +371,7 @@ def plan(
 ) -> list[Spec]:
     """The rows, references first. PyTorch (given `batches`) and fp32 EdgeViT train, EdgeViT both
     without a search and with it (as the shipped weights were trained: the first search of a training
-    step takes about 11 minutes on this machine, then comes from tinygrad's compile cache, which
+    step takes about 11 minutes on this machine, then comes from EdgeViT's compile cache, which
     outlives the run); w8a8 EdgeViT also runs searched. --quick trains nothing and, like `search`
     False (--no-search), leaves the searched rows out."""
     specs = [Spec("numpy", "fp32", str(files["numpy", "fp32"]))]
