@@ -28,17 +28,35 @@ IDLE_CPU_FRACTION = 0.1  # of a window: below it, no thread of the process is sp
 INT8_FEATURES = ("amx_int8", "amx_tile", "avx512_vnni", "avx_vnni", "avx512_bf16", "asimddp", "i8mm")
 
 
-def cpu_description() -> str:
-    """This machine's CPU, as a result should name it: its model and the instruction sets EdgeViT's
-    int8 kernels can use (from /proc/cpuinfo; the platform's name elsewhere)."""
+def _cpuinfo(key: str) -> str:
+    """The first value of `key` in /proc/cpuinfo ("" where there is none, or no /proc)."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
+        return ""
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.split(":", 1)[0].strip() == key), "")
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's instruction-set flags (x86 "flags", Arm "Features")."""
+    return set((_cpuinfo("flags") or _cpuinfo("Features")).split())
+
+
+def cpu_mhz() -> float | None:
+    """The clock /proc/cpuinfo shows (x86; on a VM usually the nominal one), or None."""
+    try:
+        return float(_cpuinfo("cpu MHz"))
+    except ValueError:
+        return None
+
+
+def cpu_description() -> str:
+    """This machine's CPU, as a result should name it: its model and the instruction sets EdgeViT's
+    int8 kernels can use (from /proc/cpuinfo; the platform's name elsewhere)."""
+    model = _cpuinfo("model name") or _cpuinfo("CPU part")
+    if not model:
         return platform.processor() or platform.machine()
-    field = lambda key: next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(key)), "")  # noqa: E731
-    flags = set((field("flags") or field("Features")).split())
-    model = field("model name") or field("CPU part") or platform.machine()
-    have = [f for f in INT8_FEATURES if f in flags]
+    have = [f for f in INT8_FEATURES if f in cpu_flags()]
     return f"{model}, {os.cpu_count()} cores" + (f" ({', '.join(have)})" if have else " (no int8 dot-product instructions)")
 
 

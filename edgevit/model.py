@@ -152,7 +152,13 @@ class MLP:
         self.dropout = cfg.dropout
 
     def __call__(self, x: Tensor) -> Tensor:
-        return self.fc2(self.fc1(x).gelu().contiguous().dropout(self.dropout)).dropout(self.dropout)
+        h = self.fc1(x).gelu()  # (B, T, mlp_dim)
+        # a float fc2 would recompute GELU for every output inside its product: realize it first. A
+        # w8a8 fc2 (an input_scale) realizes its int8 input itself, so GELU, its bias and that rounding
+        # become one pass over memory instead of two
+        if not hasattr(self.fc2, "input_scale"):
+            h = h.contiguous()
+        return self.fc2(h.dropout(self.dropout)).dropout(self.dropout)
 
 
 class Block:
@@ -205,6 +211,15 @@ def linear_shapes(cfg: ViTConfig) -> dict[str, tuple[int, int]]:
             shapes[f"blocks.{i}.attn.{proj}"] = (cfg.dim, cfg.dim)
         shapes |= {f"blocks.{i}.mlp.fc1": (cfg.mlp_dim, cfg.dim), f"blocks.{i}.mlp.fc2": (cfg.dim, cfg.mlp_dim)}
     return shapes | {"head": (cfg.num_classes, cfg.dim)}
+
+
+def macs_per_image(cfg: ViTConfig) -> int:
+    """Multiply-adds in one image's forward pass: every Linear on every token it runs on (the head on
+    the class token alone), and attention's two products (QK^T and the weighted sum of the values)."""
+    t = cfg.tokens
+    macs = cfg.num_patches * cfg.patch_dim * cfg.dim + cfg.dim * cfg.num_classes
+    per_block = sum(out_f * in_f for name, (out_f, in_f) in linear_shapes(cfg).items() if name.startswith("blocks.0."))
+    return macs + cfg.depth * (t * per_block + 2 * t * t * cfg.dim)
 
 
 def parameter_shapes(cfg: ViTConfig) -> dict[str, tuple[int, ...]]:

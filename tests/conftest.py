@@ -19,6 +19,21 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 TINY_FLAGS = ["--recipe", "plain", "--dim", "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32"]
 
 
+def cpu_flags() -> set[str]:
+    """This x86 CPU's flags as Linux shows them (it clears the AMX ones where it does not manage the
+    tile state, so with them the tiles are granted)."""
+    flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), ":")
+    return set(flags.split(":", 1)[1].split())
+
+
+def native_int8_path() -> str:
+    """The path templates/int8_gemm.c takes for big products when built with -march=native here."""
+    flags = cpu_flags()
+    if {"amx_int8", "amx_tile"} <= flags:
+        return "tdpbssd (AMX-INT8)"
+    return "vpdpbusd (AVX512-VNNI)" if "avx512_vnni" in flags else "plain C"
+
+
 def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
     """An IDX file as the format describes it: 0, 0, type code, ndim, big-endian dims, data."""
     dtype = {0x08: ">u1", 0x0C: ">i4", 0x0D: ">f4"}[type_code]

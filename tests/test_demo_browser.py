@@ -9,6 +9,7 @@ goes to $EDGEVIT_SCREENSHOT (docs/explorer.png when regenerating it) or a tempor
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import io
 import json
@@ -96,15 +97,24 @@ def built(tmp_path_factory):
     return site.write_site(WEIGHTS, tmp_path_factory.mktemp("site") / "site")
 
 
-@pytest.fixture(scope="module")
-def url(built):
-    httpd = server.make_server(built, 0)
+@contextlib.contextmanager
+def served(site_dir: Path):
+    """The site at `site_dir` on a free port of 127.0.0.1, for as long as the block runs: its URL."""
+    httpd = server.make_server(site_dir, 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://{server.HOST}:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    try:
+        yield f"http://{server.HOST}:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def url(built):
+    with served(built) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +189,26 @@ def as_answers(digits: list) -> np.ndarray:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+def classify_each(driver, images: np.ndarray) -> dict[str, list]:
+    """window.edgevit.classify on each image, one call each: the digits (null: not a digit), the
+    probabilities and the confidences."""
+    return driver.execute_script(
+        """
+        const [images, pixels] = arguments;
+        const digits = [], probs = [], confidences = [];
+        for (let i = 0; i * pixels < images.length; i++) {
+          const r = window.edgevit.classify(images.slice(i * pixels, (i + 1) * pixels));
+          digits.push(r.digit);
+          probs.push(r.probs);
+          confidences.push(r.confidence);
+        }
+        return {digits, probs, confidences};
+        """,
+        images.reshape(-1).tolist(),
+        images[0].size,
+    )
+
+
 def open_page(driver, url: str) -> None:
     driver.get(url)
     error = driver.execute_async_script(
@@ -272,20 +302,7 @@ def test_not_a_digit_is_answered_as_in_python(driver, url, classifier, measured)
 
     images = load_negatives().images[:NEGATIVE_IMAGES]
     open_page(driver, url)
-    out = driver.execute_script(
-        """
-        const [images, pixels] = arguments;
-        const digits = [], confidences = [];
-        for (let i = 0; i * pixels < images.length; i++) {
-          const r = window.edgevit.classify(images.slice(i * pixels, (i + 1) * pixels));
-          digits.push(r.digit);
-          confidences.push(r.confidence);
-        }
-        return {digits, confidences};
-        """,
-        images.reshape(-1).tolist(),
-        images[0].size,
-    )
+    out = classify_each(driver, images)
     rule, probs = reject_rule(WEIGHTS), classifier.predict(images).probs
     expected = [answer(p, rule) for p in probs]
     digits = as_answers(out["digits"])

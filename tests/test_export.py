@@ -1,11 +1,12 @@
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, SHIPPED, reject_rule, run_module
+from conftest import ROOT, SHIPPED, native_int8_path, reject_rule, run_module
 
 from edgevit import export
 from edgevit.answer import NOT_A_DIGIT, answer, answers
@@ -386,3 +387,30 @@ def test_the_library_is_tuned_with_the_flag_this_compiler_takes_on_each_architec
     source.write_text("float one(float x) { return x + 1.0f; }\n")
     build.compile_library(source, tmp_path / "libone.so")  # this machine's compiler takes this machine's flag
     assert (tmp_path / "libone.so").stat().st_size > 0
+
+
+W8A8 = ROOT / "weights" / "edgevit-mnist-w8a8.safetensors"
+VNNI_RUN = """
+import sys, numpy as np
+from edgevit.runtime import Classifier
+clf = Classifier(sys.argv[1], cache_dir=sys.argv[2], runtime="c", beam=0)
+np.save(sys.argv[3], clf.predict(np.load(sys.argv[4])).probs)
+print(clf.backend.compiled().int8_path)
+"""
+
+
+def test_c_runtime_names_its_int8_path_and_gives_the_same_bits_on_vpdpbusd(mnist, tmp_path):
+    """Big batches put the w8a8 products on AMX where this CPU has it; EDGEVIT_INT8=vnni keeps them on
+    vpdpbusd: the int32 sums are exact on both, so the probabilities are the same to the bit."""
+    images = mnist.test.images[:64].astype(np.float32)  # 16 images a call: 272 rows, AMX's size
+    clf = Classifier(W8A8, cache_dir=tmp_path / "cache", runtime="c", beam=0)
+    probs = clf.predict(images).probs
+    assert clf.backend.compiled().int8_path == native_int8_path()
+    assert Classifier(SHIPPED, cache_dir=tmp_path / "cache", runtime="c", beam=0).backend.compiled().int8_path is None
+    np.save(tmp_path / "images.npy", images)
+    env = {**os.environ, "EDGEVIT_INT8": "vnni"}
+    args = [str(W8A8), str(tmp_path / "cache"), str(tmp_path / "vnni.npy"), str(tmp_path / "images.npy")]
+    done = subprocess.run([sys.executable, "-c", VNNI_RUN, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == native_int8_path().replace("tdpbssd (AMX-INT8)", "vpdpbusd (AVX512-VNNI)")
+    np.testing.assert_array_equal(np.load(tmp_path / "vnni.npy"), probs)

@@ -1,7 +1,9 @@
 """edgevit.export.int8: the packed weight order, `edgevit_gemm_s8` bit for bit against numpy's int32
-product on every path it has (x86 AVX512-VNNI, plain C99, ARMv8.2 dotprod and plain ARMv8 under
-qemu), the instructions each path compiles to, and the w8a8 export wired through it."""
+product on every path it has (x86 AMX and AVX512-VNNI where this CPU has them, plain C99, ARMv8.2
+dotprod and plain ARMv8 under qemu), the instructions each path compiles to, and the w8a8 export
+wired through it."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -9,15 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHIPPED
+from conftest import SHIPPED, cpu_flags, native_int8_path
 
 from edgevit.export import export, int8
 from edgevit.export.render import template
+from edgevit.export.wasm import CFLAGS, LDFLAGS, SIMD_FLAGS, find_toolchain
 from edgevit.quantize import quantize_file
 
 # (M, K, N): one image's shapes (17 tokens; K 49 is the patch embedding, a short last group), row tails
-# of every length, and 256 images' worth of rows
+# of every length, 256 images' worth of rows, and for AMX's tiles: K with and without a tail of 64,
+# outputs in 1 to 4 blocks of 16 beyond the 64s, rows in several blocks of 16 and a tail
 SHAPES = [(17, 64, 64), (17, 64, 144), (17, 144, 64), (16, 49, 64), (1, 64, 16), (2, 3, 32), (3, 130, 48), (4352, 64, 64)]
+SHAPES += [(4352, 144, 64), (4352, 64, 144), (80, 128, 112), (127, 4, 96), (64, 8, 16), (99, 196, 80)]
 HARNESS = r"""
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +38,7 @@ int main(void) {
   if (got != M * K + (K + 3) / 4 * 4 * N + N) return 3;
   edgevit_gemm_s8(out, x, w, colsum, M, K, N);
   fwrite(out, sizeof(int), (size_t)M * N, stdout);
-  fprintf(stderr, "%s\n", EDGEVIT_INT8_DOT);
+  fprintf(stderr, "%s\n", edgevit_int8_path());
   return 0;
 }
 """
@@ -41,7 +46,11 @@ QEMU_AARCH64 = ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"]
 
 
 def has_vnni() -> bool:
-    return " avx512_vnni" in Path("/proc/cpuinfo").read_text()
+    return "avx512_vnni" in cpu_flags()
+
+
+def has_amx() -> bool:
+    return native_int8_path() == "tdpbssd (AMX-INT8)"
 
 
 def build(tmp_path: Path, compiler: list[str], name: str) -> Path:
@@ -64,20 +73,20 @@ def problem(rng: np.random.Generator, m: int, k: int, n: int) -> tuple[np.ndarra
     return x, w
 
 
-def run_gemm(program: Path, x: np.ndarray, w: np.ndarray, runner=()) -> tuple[np.ndarray, str]:
+def run_gemm(program: Path, x: np.ndarray, w: np.ndarray, runner=(), env=None) -> tuple[np.ndarray, str]:
     (m, k), n = x.shape, w.shape[1]
     colsum = w.sum(0, dtype=np.int32)
     stdin = np.int32([m, k, n]).tobytes() + x.tobytes() + int8.pack(w).tobytes() + colsum.tobytes()
-    done = subprocess.run([*runner, str(program)], input=stdin, capture_output=True, timeout=120)
+    done = subprocess.run([*runner, str(program)], input=stdin, capture_output=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     return np.frombuffer(done.stdout, np.int32).reshape(m, n), done.stderr.decode().strip()
 
 
-def assert_exact(program: Path, path: str, runner=()) -> None:
+def assert_exact(program: Path, path: str, runner=(), env=None) -> None:
     rng = np.random.default_rng(0)
     for m, k, n in SHAPES:
         x, w = problem(rng, m, k, n)
-        got, said = run_gemm(program, x, w, runner)
+        got, said = run_gemm(program, x, w, runner, env)
         assert said == path
         np.testing.assert_array_equal(got, x.astype(np.int32) @ w.astype(np.int32), err_msg=f"{m}x{k}x{n}")
 
@@ -97,12 +106,23 @@ def test_pack_puts_each_outputs_four_inputs_in_one_lane():
 
 
 @pytest.mark.parametrize("compiler", ["clang", "gcc"])
-def test_native_build_is_exact_and_uses_vpdpbusd_where_the_cpu_has_it(tmp_path, compiler):
+def test_native_build_is_exact_and_uses_amx_or_vpdpbusd_where_the_cpu_has_them(tmp_path, compiler):
     program = build(tmp_path, [compiler, "-march=native"], "gemm")
-    path = "vpdpbusd (AVX512-VNNI)" if has_vnni() else "plain C"
-    assert_exact(program, path)
+    assert_exact(program, native_int8_path())
+    listing = instructions("objdump", program)
     if has_vnni():
-        assert len(re.findall(r"\bvpdpbusd\b", instructions("objdump", program))) >= 16
+        assert len(re.findall(r"\bvpdpbusd\b", listing)) >= 16
+    if has_amx():
+        assert len(re.findall(r"\btdpbssd\b", listing)) >= 8 and "ldtilecfg" in listing and "tilerelease" in listing
+
+
+@pytest.mark.skipif(not has_amx(), reason="this CPU has no AMX: the path is not built")
+def test_amx_build_keeps_vpdpbusd_when_told_and_without_amx_code(tmp_path):
+    program = build(tmp_path, ["clang", "-march=native"], "gemm")
+    assert_exact(program, "vpdpbusd (AVX512-VNNI)", env={**os.environ, "EDGEVIT_INT8": "vnni"})
+    program = build(tmp_path, ["clang", "-march=native", "-DEDGEVIT_NO_AMX"], "gemm-no-amx")
+    assert_exact(program, "vpdpbusd (AVX512-VNNI)")
+    assert "tdpbssd" not in instructions("objdump", program)
 
 
 def test_plain_c_path_is_exact_without_dot_product_instructions(tmp_path):
@@ -146,7 +166,65 @@ def test_w8a8_export_runs_every_product_with_a_tile_through_edgevit_gemm_s8(w8a8
     assert "static const int edgevit_blocks_0_mlp_fc1_colsum[144]" in w8a8_export
 
 
+def test_w8a8_export_quantizes_each_input_in_the_pass_that_makes_it(w8a8_export):
+    """Fewer passes over memory: each block's LayerNorm writes int8 (the quantize fused in), read by all
+    three of Q, K and V; fc1's epilogue (scale, bias, GELU, requantize) is one step before fc2."""
+    steps = [
+        (kernel, args.split(", "), layer)
+        for kernel, args, layer in re.findall(r"^  (edgevit_\w+)\((.*)\); /\* ([^*]+) \*/$", w8a8_export, re.M)
+    ]
+    writer = {args[0]: (i, layer) for i, (_, args, layer) in enumerate(steps)}
+    reads = {layer: (i, args[1]) for i, (kernel, args, layer) in enumerate(steps) if kernel.startswith("edgevit_gemm_s8_")}
+    for block in range(4):
+        inputs = {reads[f"blocks.{block}.attn.{p}"][1] for p in ("query", "key", "value")}
+        assert len(inputs) == 1
+        assert writer[inputs.pop()][1] == f"blocks.{block}.ln1"
+        fc1, fc2 = reads[f"blocks.{block}.mlp.fc1"], reads[f"blocks.{block}.mlp.fc2"]
+        assert writer[fc2[1]][0] == fc1[0] + 1 == fc2[0] - 1
+
+
 def test_float_weights_export_without_the_int8_kernels(tiny_weights, tmp_path):
     export(tiny_weights, tmp_path)  # fp32 computes in float: no int8 product to swap
     text = (tmp_path / "edgevit_model.c").read_text()
     assert "edgevit_gemm_s8" not in text and "@SUPPORT_C@" not in text
+
+
+WASM_HARNESS = r"""
+/* the module's memory holds x, w and colsum at the addresses the test writes them to */
+void gemm(int *out, const signed char *x, const signed char *w, const int *colsum, int M, int K, int N) {
+  edgevit_gemm_s8(out, x, w, colsum, M, K, N);
+}
+"""
+
+
+@pytest.mark.parametrize(("simd", "path"), [(True, "i32x4.dot_i16x8_s (WebAssembly SIMD)"), (False, "plain C")])
+def test_webassembly_builds_are_exact_and_simd_uses_the_int16_dot_product(tmp_path, simd, path):
+    """The explorer's path, run by wasmtime (no browser): the module as build_wasm compiles it."""
+    wasmtime = pytest.importorskip("wasmtime", reason="wasmtime is in the [dev] extra")
+    compiler, linker = find_toolchain()
+    source, module = tmp_path / "gemm.c", tmp_path / "gemm.wasm"
+    source.write_text("#include <stddef.h>\n" + template(int8.SUPPORT) + WASM_HARNESS)
+    exports = ("gemm", "edgevit_int8_path")
+    cmd = [compiler, f"-fuse-ld={linker}", *CFLAGS, *(SIMD_FLAGS if simd else ()), *LDFLAGS, "-Werror", "-o", str(module)]
+    cmd += [*(f"-Wl,--export={name}" for name in exports), "-Wl,--initial-memory=16777216", str(source)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    store = wasmtime.Store()
+    instance = wasmtime.Instance(store, wasmtime.Module.from_file(store.engine, str(module)), [])
+    memory, gemm = instance.exports(store)["memory"], instance.exports(store)["gemm"]
+    said = instance.exports(store)["edgevit_int8_path"](store)
+    assert memory.read(store, said, said + len(path)).decode() == path
+    rng = np.random.default_rng(0)
+    for m, k, n in SHAPES:
+        x, w = problem(rng, m, k, n)
+        packed, colsum = int8.pack(w), w.sum(0, dtype=np.int32)
+        base = 1 << 20  # above the module's own data and stack
+        at = {"x": base, "w": base + x.nbytes, "colsum": base + x.nbytes + packed.nbytes}
+        at["out"] = at["colsum"] + colsum.nbytes
+        for name, data in (("x", x), ("w", packed), ("colsum", colsum)):
+            memory.write(store, data.tobytes(), at[name])
+        gemm(store, at["out"], at["x"], at["w"], at["colsum"], m, k, n)
+        got = np.frombuffer(memory.read(store, at["out"], at["out"] + m * n * 4), np.int32).reshape(m, n)
+        np.testing.assert_array_equal(got, x.astype(np.int32) @ w.astype(np.int32), err_msg=f"{m}x{k}x{n}")
+    listing = module.read_bytes()
+    assert (b"\xfd\xba\x01" in listing) == simd  # i32x4.dot_i16x8_s's opcode (0xfd 186, LEB128)

@@ -113,3 +113,32 @@ def test_encoding_a_state_dict_gives_exactly_the_file_layout():
         assert {k: v.shape for k, v in encoded.items()} == {k: shape for k, (shape, _) in specs.items()}, scheme
     with pytest.raises(ValueError, match="w8a8 needs a calibrated input scale"):
         schemes.encode_tensors(floats, SMALL, "w8a8")
+
+
+def test_query_key_and_value_share_one_quantized_input_with_the_same_outputs(monkeypatch):
+    """Calibrated on one tensor, their input scales are one number: sharing the tensor lets the graph
+    quantize that input once (into the LayerNorm before it), and nothing else changes, to the bit."""
+    from conftest import ROOT
+
+    from edgevit.weights import ModelFile
+
+    model = ModelFile.open(ROOT / "weights" / "edgevit-mnist-w8a8.safetensors")
+    x = Tensor(np.random.default_rng(2).standard_normal((2, 1, 28, 28)).astype(np.float32))
+    shared = inference_layout(model.build())
+    for block in shared.blocks:
+        assert block.attn.key.input_scale is block.attn.query.input_scale is block.attn.value.input_scale
+    monkeypatch.setattr(schemes, "share_input_scale", lambda *layers: None)
+    apart = inference_layout(model.build())
+    assert apart.blocks[0].attn.key.input_scale is not apart.blocks[0].attn.query.input_scale
+    for got, expected in zip(shared.forward(x), apart.forward(x), strict=True):
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
+def test_layers_with_different_input_scales_keep_their_own():
+    layers = [QuantLinear("w8a8", 8, 8) for _ in range(3)]
+    for layer, scale in zip(layers, (0.02, 0.02, 0.03), strict=True):
+        layer.input_scale = Tensor([scale])
+    before = [layer.input_scale for layer in layers]
+    schemes.share_input_scale(*layers)
+    assert all(layer.input_scale is b for layer, b in zip(layers, before, strict=True))
+    schemes.share_input_scale(*(nn.Linear(8, 8) for _ in range(3)))  # float layers: nothing to share

@@ -5,6 +5,7 @@ from tinygrad import Tensor
 
 from edgevit.data import normalize
 from edgevit.errors import EdgeViTError
+from edgevit.model import macs_per_image
 from edgevit.reference import float_weights, numpy_forward, torch_vit
 from edgevit.weights import ModelFile
 
@@ -34,3 +35,14 @@ def test_quantized_files_are_refused(tmp_path):
 
     with pytest.raises(EdgeViTError, match="float"):
         float_weights(ROOT / "weights" / "edgevit-mnist-int8.safetensors")
+
+
+def test_macs_per_image_is_what_pytorchs_flop_counter_counts():
+    torch = pytest.importorskip("torch", reason="PyTorch is the optional [bench] extra")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    w, config, _ = float_weights(SHIPPED)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        torch_vit(w, config)(torch.zeros(1, 1, 28, 28))
+    assert counter.get_total_flops() == 2 * macs_per_image(config)  # a multiply-add is two flops

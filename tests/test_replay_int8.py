@@ -3,7 +3,7 @@ them on `edgevit_gemm_s8` giving tinygrad's own outputs bit for bit, at batch 1 
 
 import numpy as np
 import pytest
-from conftest import SHIPPED
+from conftest import SHIPPED, native_int8_path
 
 from edgevit.data import normalize
 from edgevit.device import usable_cores
@@ -48,6 +48,7 @@ def test_w8a8_replay_runs_the_dot_product_kernels_with_tinygrads_outputs(w8a8, m
         got = swapped.forward(x)
     replay = swapped.backend.replay(batch)
     assert replay is not None and replay.int8 is not None
+    assert replay.int8.path == native_int8_path()
     gemms = [launch for launch in replay.launches if launch.name.startswith("edgevit_gemm_s8_")]
     assert len(gemms) == 25  # 24 in the layers and the patch embedding; the 11-class head stays tinygrad's
     assert all(len(g.per_core) == (usable_cores() if batch == 256 else 1) for g in gemms)  # big ones split over cores

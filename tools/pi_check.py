@@ -24,7 +24,6 @@ from edgevit.runtime import Classifier
 
 ROOT = Path(__file__).resolve().parent.parent
 W8A8 = ROOT / "weights" / "edgevit-mnist-w8a8.safetensors"
-PATH_FUNCTION = "const char *edgevit_int8_path(void) { return EDGEVIT_INT8_DOT; }\n"
 
 
 def int8_path() -> tuple[str, int]:
@@ -32,12 +31,10 @@ def int8_path() -> tuple[str, int]:
     sdot instructions it holds."""
     with tempfile.TemporaryDirectory(prefix="edgevit-pi-") as tmp:
         source, lib = Path(tmp) / "int8.c", Path(tmp) / "int8.so"
-        source.write_text(int8.library_source([(64, 64)]) + PATH_FUNCTION)
+        source.write_text(int8.library_source([(64, 64)]))
         compile_library(source, lib)
-        path = ctypes.CDLL(str(lib)).edgevit_int8_path
-        path.restype = ctypes.c_char_p
         listing = subprocess.run(["objdump", "-d", str(lib)], capture_output=True, text=True, check=True).stdout
-        return path().decode(), listing.count("\tsdot\t")
+        return int8.int8_path(ctypes.CDLL(str(lib))), listing.count("\tsdot\t")
 
 
 def replay_products() -> tuple[int, int]:

@@ -11,6 +11,8 @@ x86's unsigned-by-signed form needs. The sums are exact in int32, so the outputs
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 
 from edgevit.export.plan import PREFIX, Buffer, Graph, Step, identifier
@@ -92,6 +94,14 @@ def library_source(shapes: list[tuple[int, int]]) -> str:
     runtime's replay calls these (`edgevit.replay.int8`) and splits their rows over the cores."""
     functions = [_function(kernel_name(k, n), k, n) for k, n in sorted(set(shapes))]
     return "#include <stddef.h>\n" + template(SUPPORT) + "\n" + "\n".join(functions)
+
+
+def int8_path(library: ctypes.CDLL) -> str:
+    """The instructions `library`'s int8 products run on in this process, e.g. "tdpbssd (AMX-INT8)"
+    (products of fewer rows than the template's EDGEVIT_AMX_MIN_ROWS stay on vpdpbusd)."""
+    path = library.edgevit_int8_path
+    path.restype = ctypes.c_char_p
+    return path().decode()
 
 
 def _function(name: str, k: int, n: int, rows: int | None = None) -> str:

@@ -251,9 +251,23 @@ def build_vit(cfg: ViTConfig, scheme: str = "fp32") -> ViT:
 
 
 def inference_layout(model: ViT) -> ViT:
-    """Swap, in place, every Linear that has a faster inference layout for an InferenceLinear."""
+    """Swap, in place, every Linear that has a faster inference layout for an InferenceLinear, and let
+    each attention's query, key and value share one quantized input where they can."""
     for owner, attr in linear_layers(model).values():
         layer = getattr(owner, attr)
         if get(getattr(layer, "scheme", "fp32")).transposable:
             setattr(owner, attr, InferenceLinear(layer))
+    for block in model.blocks:
+        share_input_scale(block.attn.query, block.attn.key, block.attn.value)
     return model
+
+
+def share_input_scale(*layers) -> None:
+    """w8a8 layers that read the same input and were calibrated to the same scale (as query, key and
+    value are: one tensor, one calibration) get the first one's scale tensor: the graph then quantizes
+    that input once, not once per layer, with the same numbers."""
+    scales = [getattr(layer, "input_scale", None) for layer in layers]
+    if any(s is None for s in scales) or len({float(s.numpy().item()) for s in scales}) != 1:
+        return
+    for layer in layers[1:]:
+        layer.input_scale = scales[0]

@@ -5,7 +5,8 @@ tinygrad's own kernel for an int8 x int8 -> int32 product gathers bytes and mult
 (`runtime.replay`) calls each compiled kernel itself, so here every launch that is such a product (an
 `r_` kernel: int32 out; int8 activations some kernel wrote; an int8 (K, N) weight nothing writes) calls
 the C export's `edgevit_gemm_s8` instead, built once for this CPU and kept in the private cache, with
-the weight packed once in the order it reads. Rows are split over the cores. The replay that uses them
+the weight packed once in the order it reads: on AMX tiles where the CPU and Linux allow, else
+vpdpbusd or sdot (templates/int8_gemm.c chooses at run time). Rows are split over the cores. The replay that uses them
 is kept only where it reproduces tinygrad's outputs bit for bit (the sums are exact in int32).
 """
 
@@ -69,6 +70,7 @@ class Int8Products:
     def __init__(self, launches: list[Launch], products: list[Product], library: ctypes.CDLL, cores: int):
         self._keep: list[np.ndarray] = []
         self.launches = list(launches)
+        self.path = int8.int8_path(library)
         for p in products:
             w = _host_array(p.w).reshape(p.k, p.n)
             packed, colsum = int8.pack(w), w.sum(0, dtype=np.int32)

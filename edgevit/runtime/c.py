@@ -18,6 +18,7 @@ from edgevit.cache import Cache, cache_key, cpu_signature
 from edgevit.device import usable_cores
 from edgevit.errors import EdgeViTError
 from edgevit.export import LIBRARY_BEAM, build_batch_library, build_library
+from edgevit.export.int8 import int8_path
 from edgevit.files import OTHERS_WRITE
 from edgevit.model import ViTConfig
 from edgevit.runtime.backend import Prediction
@@ -38,7 +39,8 @@ ENTRY_POINTS = {  # (pixels, count, probs, attention) and (pixels, probs, attent
 
 def _load(path: Path, name: str, sha256: str, entry: str = "edgevit_classify_many"):
     """The function `entry` of the library file at `path` (a private copy of `name`), checked to come
-    from the weights `sha256`: `edgevit_classify_many`, or a batch library's `edgevit_classify_batch`."""
+    from the weights `sha256`: `edgevit_classify_many`, or a batch library's `edgevit_classify_batch`.
+    The function keeps its library as `.library`."""
     try:
         lib = ctypes.CDLL(str(path))
         model_id, fxn = lib.edgevit_model_id, getattr(lib, entry)
@@ -49,6 +51,7 @@ def _load(path: Path, name: str, sha256: str, entry: str = "edgevit_classify_man
         raise EdgeViTError(f"{name} was exported from different weights (sha256 {model_id().decode(errors='replace')[:12]}...)")
     fxn.argtypes = ENTRY_POINTS[entry]
     fxn.restype = ctypes.c_int
+    fxn.library = lib
     return fxn
 
 
@@ -96,6 +99,13 @@ class CModel:
         self._calls: dict[str, list] = {"edgevit_classify_many": [], "edgevit_classify_batch": []}
         self._pool: ThreadPoolExecutor | None = None  # made by the first batch split over the workers
         self._copies("edgevit_classify_many", 1)
+
+    @property
+    def int8_path(self) -> str | None:
+        """The instructions the int8 products of big batches run on in this process (templates/
+        int8_gemm.c chooses at run time: AMX, VNNI, sdot or plain C), or None: weights without them."""
+        lib = self._calls["edgevit_classify_many"][0].library
+        return int8_path(lib) if hasattr(lib, "edgevit_int8_path") else None
 
     def _copies(self, entry: str, count: int) -> list:
         """`count` loaded copies of the library with `entry` (one a thread)."""
