@@ -3,6 +3,7 @@ product on every path it has (x86 AMX and AVX512-VNNI where this CPU has them, p
 dotprod and plain ARMv8 under qemu), the instructions each path compiles to, and the w8a8 export
 wired through it."""
 
+import ctypes
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import pytest
 from conftest import SHIPPED, cpu_flags, native_int8_path
 
 from edgevit.export import export, int8
+from edgevit.export.build import LIBRARY_CFLAGS, native_flag
 from edgevit.export.render import template
 from edgevit.export.wasm import CFLAGS, LDFLAGS, SIMD_FLAGS, find_toolchain
 from edgevit.quantize import quantize_file
@@ -116,6 +118,25 @@ def test_native_build_is_exact_and_uses_amx_or_vpdpbusd_where_the_cpu_has_them(t
         assert len(re.findall(r"\btdpbssd\b", listing)) >= 8 and "ldtilecfg" in listing and "tilerelease" in listing
 
 
+@pytest.mark.parametrize("compiler", ["clang", "gcc"])
+def test_runtime_library_is_exact_with_each_compiler(tmp_path, compiler):
+    """The library the tinygrad runtime's replay loads (a function per shape, called from outside, so
+    nothing is inlined into a caller), built as edgevit.export.build builds it, by each compiler."""
+    source, library = tmp_path / "int8.c", tmp_path / "int8.so"
+    source.write_text(int8.library_source(sorted({(k, n) for _, k, n in SHAPES})))
+    cmd = [compiler, *LIBRARY_CFLAGS, native_flag(), "-Wall", "-Wextra", "-Werror", "-o", str(library), str(source)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    lib = ctypes.CDLL(str(library))
+    assert int8.int8_path(lib) == native_int8_path()
+    rng = np.random.default_rng(1)
+    for m, k, n in SHAPES:
+        x, w = problem(rng, m, k, n)
+        packed, colsum, out = int8.pack(w), w.sum(0, dtype=np.int32), np.zeros((m, n), np.int32)
+        getattr(lib, int8.kernel_name(k, n))(*(a.ctypes.data_as(ctypes.c_void_p) for a in (out, x, packed, colsum)), m)
+        np.testing.assert_array_equal(out, x.astype(np.int32) @ w.astype(np.int32), err_msg=f"{compiler} {m}x{k}x{n}")
+
+
 @pytest.mark.skipif(not has_amx(), reason="this CPU has no AMX: the path is not built")
 def test_amx_build_keeps_vpdpbusd_when_told_and_without_amx_code(tmp_path):
     program = build(tmp_path, ["clang", "-march=native"], "gemm")
@@ -213,7 +234,7 @@ def test_webassembly_builds_are_exact_and_simd_uses_the_int16_dot_product(tmp_pa
     instance = wasmtime.Instance(store, wasmtime.Module.from_file(store.engine, str(module)), [])
     memory, gemm = instance.exports(store)["memory"], instance.exports(store)["gemm"]
     said = instance.exports(store)["edgevit_int8_path"](store)
-    assert memory.read(store, said, said + len(path)).decode() == path
+    assert memory.read(store, said, said + len(path) + 1) == path.encode() + b"\0"
     rng = np.random.default_rng(0)
     for m, k, n in SHAPES:
         x, w = problem(rng, m, k, n)

@@ -141,4 +141,6 @@ def test_layers_with_different_input_scales_keep_their_own():
     before = [layer.input_scale for layer in layers]
     schemes.share_input_scale(*layers)
     assert all(layer.input_scale is b for layer, b in zip(layers, before, strict=True))
-    schemes.share_input_scale(*(nn.Linear(8, 8) for _ in range(3)))  # float layers: nothing to share
+    floats = [nn.Linear(8, 8) for _ in range(3)]
+    schemes.share_input_scale(*floats)  # float layers: nothing to share, nothing added
+    assert not any(hasattr(layer, "input_scale") for layer in floats)

@@ -659,8 +659,9 @@ def _peak(path: str) -> int | None:
 
 
 # --- whole-program timings ----------------------------------------------------------------------------
-def classify_walls(path: Path, runtime: str, beam: int | None) -> tuple[float, float]:
-    """Wall time of `edgevit-classify SAMPLE` with an empty cache, then again with it warm."""
+def classify_walls(path: Path, runtime: str, beam: int | None, int8: str | None = None) -> tuple[float, float]:
+    """Wall time of `edgevit-classify SAMPLE` with an empty cache, then again with it warm (with
+    EDGEVIT_INT8=`int8` where given)."""
     cmd = [str(Path(sys.executable).parent / "edgevit-classify"), str(SAMPLE), "--weights", str(path)]
     cmd += ["--beam", str(beam)] if beam else []
     if runtime == "pytorch":
@@ -669,7 +670,7 @@ def classify_walls(path: Path, runtime: str, beam: int | None) -> tuple[float, f
         cmd += ["--runtime", "c"]
     walls = []
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "EDGEVIT_CACHE": cache}
+        env = {**os.environ, "EDGEVIT_CACHE": cache} | ({"EDGEVIT_INT8": int8} if int8 else {})
         for _ in range(2):
             start = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True, env=env)
@@ -861,7 +862,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quick:
             for spec, row in zip(specs, rows):
                 if spec.runtime in ("edgevit", "c", "pytorch"):  # the ones with a command line
-                    row["classify_cold_s"], row["classify_warm_s"] = classify_walls(Path(spec.source), spec.runtime, spec.beam)
+                    row["classify_cold_s"], row["classify_warm_s"] = classify_walls(
+                        Path(spec.source), spec.runtime, spec.beam, spec.int8
+                    )
     mhz = cpu_mhz()
     add_rooflines(rows, macs_per_image(float_model.config), mhz)
     print_load("at the end")

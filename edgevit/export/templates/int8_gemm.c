@@ -135,7 +135,9 @@ static void edgevit_amx_configure(int K) {
     config.bytes_per_row[t] = (unsigned short)(t == 5 ? tail : 64);
     config.rows[t] = (unsigned char)(t == 7 ? tail / 4 : 16);
   }
-  _tile_loadconfig(&config);
+  /* not gcc 12's _tile_loadconfig: its asm names 8 bytes of the 64 as read, so gcc drops the stores
+   * of the rest and ldtilecfg faults on what is left on the stack */
+  __asm__ volatile("ldtilecfg %0" : : "m"(config));
 }
 
 /* 16 rows, outputs n0 .. n0 + 16 * blocks - 1 (blocks 1 to 4) */
@@ -171,12 +173,16 @@ static inline __attribute__((always_inline)) void edgevit_gemm_s8(
     int M, int K, int N) {
   int m = 0, n0;
   if (M >= EDGEVIT_AMX_MIN_ROWS && K % 4 == 0 && edgevit_amx_ready()) {
+    /* gcc's tile loads and stores are asm that names no memory: these barriers keep the writes of x
+     * before them and the reads of out after them */
+    __asm__ volatile("" : : : "memory");
     edgevit_amx_configure(K);
     for (; m + 16 <= M; m += 16) {
       for (n0 = 0; n0 + 64 <= N; n0 += 64) edgevit_amx_rows(out + (size_t)m * N, x + (size_t)m * K, w, K, N, n0, 4);
       if (n0 < N) edgevit_amx_rows(out + (size_t)m * N, x + (size_t)m * K, w, K, N, n0, (N - n0) / 16);
     }
     _tile_release(); /* so the kernel need not save the tiles at every switch */
+    __asm__ volatile("" : : : "memory");
   }
   if (m < M) edgevit_gemm_s8_vnni(out + (size_t)m * N, x + (size_t)m * K, w, colsum, M - m, K, N);
 }
