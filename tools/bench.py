@@ -424,7 +424,7 @@ def missing_peers(without: list[str]) -> dict[str, str]:
 
 def prepare_files(weights: Path, schemes: tuple[str, ...], peers: list[str], quick: bool, tmp: Path) -> dict:
     """(runtime, scheme) -> the file that row runs: quantized weights for EdgeViT, ONNX (or OpenVINO's
-    own model, for NNCF's int8) for the ONNX peers. A quick run quantizes no peer."""
+    own model, for NNCF's int8) for the ONNX peers. A quick run has the fp32 peers only."""
     files = {(runtime, "fp32"): weights for runtime in ("edgevit", "c", "numpy", "pytorch")}
     for scheme in schemes[1:]:
         files["edgevit", scheme] = files["c", scheme] = tmp / f"{scheme}.safetensors"
@@ -433,7 +433,9 @@ def prepare_files(weights: Path, schemes: tuple[str, ...], peers: list[str], qui
         onnx = tmp / "edgevit.onnx"
         w, config, _ = float_weights(weights)
         export_onnx(w, config, onnx)
-        files["onnxruntime", "fp32"] = files["openvino", "fp32"] = files["openvino", "bf16-default"] = onnx
+        files["onnxruntime", "fp32"] = files["openvino", "fp32"] = onnx
+        if not quick:  # a quick run is fp32 only
+            files["openvino", "bf16-default"] = onnx
         quantizers = {
             ("onnxruntime", "int8-dynamic"): quantize_onnx_int8,
             ("onnxruntime", "int8-static"): lambda src, out: quantize_onnx_static(src, out, weights),
