@@ -1,4 +1,5 @@
 import gzip
+import platform
 import signal
 import struct
 import subprocess
@@ -27,7 +28,12 @@ def cpu_flags() -> set[str]:
 
 
 def native_int8_path() -> str:
-    """The path templates/int8_gemm.c takes for big products when built with -march=native here."""
+    """The path templates/int8_gemm.c takes for big products when built with the native flag here. On
+    64-bit Arm the kernel's HWCAP decides (under qemu-user /proc/cpuinfo shows the host's CPU)."""
+    from edgevit.export.build import ARM64_MACHINES, arm64_features
+
+    if platform.machine().lower() in ARM64_MACHINES:
+        return "sdot (ARMv8.2 dotprod)" if "asimddp" in arm64_features() else "plain C"
     flags = cpu_flags()
     if {"amx_int8", "amx_tile"} <= flags:
         return "tdpbssd (AMX-INT8)"
