@@ -4,6 +4,7 @@ running a measurement in a fresh process so its compiles and memory peak are its
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import platform
@@ -28,13 +29,22 @@ IDLE_CPU_FRACTION = 0.1  # of a window: below it, no thread of the process is sp
 INT8_FEATURES = ("amx_int8", "amx_tile", "avx512_vnni", "avx_vnni", "avx512_bf16", "asimddp", "i8mm")
 
 
-def _cpuinfo(key: str) -> str:
-    """The first value of `key` in /proc/cpuinfo ("" where there is none, or no /proc)."""
+@functools.cache
+def _cpuinfo_fields() -> dict[str, str]:
+    """/proc/cpuinfo's fields, the first value of each (the first CPU's), read once; empty without /proc."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return ""
-    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.split(":", 1)[0].strip() == key), "")
+        return {}
+    fields: dict[str, str] = {}
+    for key, _, value in (ln.partition(":") for ln in lines):
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def _cpuinfo(key: str) -> str:
+    """The first value of `key` in /proc/cpuinfo ("" where there is none, or no /proc)."""
+    return _cpuinfo_fields().get(key, "")
 
 
 def cpu_flags() -> set[str]:

@@ -20,21 +20,15 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 TINY_FLAGS = ["--recipe", "plain", "--dim", "16", "--depth", "1", "--heads", "2", "--mlp-dim", "32"]
 
 
-def cpu_flags() -> set[str]:
-    """This x86 CPU's flags as Linux shows them (it clears the AMX ones where it does not manage the
-    tile state, so with them the tiles are granted)."""
-    flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), ":")
-    return set(flags.split(":", 1)[1].split())
-
-
 def native_int8_path() -> str:
     """The path templates/int8_gemm.c takes for big products when built with the native flag here. On
     64-bit Arm the kernel's HWCAP decides (under qemu-user /proc/cpuinfo shows the host's CPU)."""
     from edgevit.export.build import ARM64_MACHINES, arm64_features
+    from edgevit.measure import cpu_flags
 
     if platform.machine().lower() in ARM64_MACHINES:
         return "sdot (ARMv8.2 dotprod)" if "asimddp" in arm64_features() else "plain C"
-    flags = cpu_flags()
+    flags = cpu_flags()  # Linux clears the AMX flags where it does not manage the tile state
     if {"amx_int8", "amx_tile"} <= flags:
         return "tdpbssd (AMX-INT8)"
     return "vpdpbusd (AVX512-VNNI)" if "avx512_vnni" in flags else "plain C"

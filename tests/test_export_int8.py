@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHIPPED, cpu_flags, native_int8_path
+from conftest import SHIPPED, native_int8_path
 
 from edgevit.export import export, int8
 from edgevit.export.build import LIBRARY_CFLAGS, native_flag
 from edgevit.export.render import template
 from edgevit.export.wasm import CFLAGS, LDFLAGS, SIMD_FLAGS, find_toolchain
+from edgevit.measure import cpu_flags
 from edgevit.quantize import quantize_file
 
 # (M, K, N): one image's shapes (17 tokens; K 49 is the patch embedding, a short last group), row tails

@@ -6,8 +6,9 @@ tinygrad's own kernel for an int8 x int8 -> int32 product gathers bytes and mult
 `r_` kernel: int32 out; int8 activations some kernel wrote; an int8 (K, N) weight nothing writes) calls
 the C export's `edgevit_gemm_s8` instead, built once for this CPU and kept in the private cache, with
 the weight packed once in the order it reads: on AMX tiles where the CPU and Linux allow, else
-vpdpbusd or sdot (templates/int8_gemm.c chooses at run time). Rows are split over the cores. The replay that uses them
-is kept only where it reproduces tinygrad's outputs bit for bit (the sums are exact in int32).
+vpdpbusd or sdot (templates/int8_gemm.c chooses at run time). Rows are split over the cores. The
+replay that uses them is kept only where it reproduces tinygrad's outputs bit for bit (the sums are
+exact in int32).
 """
 
 from __future__ import annotations

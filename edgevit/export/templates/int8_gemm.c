@@ -89,12 +89,12 @@ static inline __attribute__((always_inline)) void edgevit_gemm_s8_vnni(
  * tiles (K a multiple of 4: every Linear here but the patch embedding, K 49); the rows left over, and
  * other shapes, go to vpdpbusd. */
 #define EDGEVIT_ARCH_REQ_XCOMP_PERM 0x1023
+#define EDGEVIT_XFEATURE_XTILEDATA 18
+#define EDGEVIT_SYS_ARCH_PRCTL 158L /* x86-64 */
 /* fewer rows stay on vpdpbusd: at one image (17 rows) the tiles made the whole forward pass 10% slower
  * (Xeon with AMX, 2026-12-06): every kernel around the products ran 10% slower while the tiles were in
  * use (the core's clock, by all signs), more than the products gained; at 16 images a call, faster */
 #define EDGEVIT_AMX_MIN_ROWS 64
-#define EDGEVIT_XFEATURE_XTILEDATA 18
-#define EDGEVIT_SYS_ARCH_PRCTL 158L /* x86-64 */
 
 struct edgevit_tile_config {
   unsigned char palette, start_row, reserved[14];
